@@ -1,0 +1,5 @@
+"""The mailstack Pulumi program: see mailstack/infra/program.py."""
+
+from mailstack.infra.program import run
+
+run()

@@ -1,0 +1,1 @@
+"""Pulumi components: thin wrappers that turn the pure core into AWS resources."""

@@ -1,0 +1,437 @@
+"""What a stack declares: one typed, validated settings model.
+
+The Pulumi program reads it from Pulumi config; the CLI reads it from
+``stacks/Pulumi.<env>.yaml``. Both go through :func:`settings_from_values`, so
+an invalid value gives the same message, naming the key and the reason, before
+any resource is declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from mailstack.problems import InputError, Problem
+
+NAMESPACE = "mailstack"
+PHASES = ("provision", "cutover", "decommission")
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def normalise_domain(value: str) -> str:
+    """Lower-case a DNS name, drop a trailing dot, turn Unicode labels into A-labels."""
+    name = value.strip().rstrip(".").lower()
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"{value!r} is not a valid DNS name ({exc})") from None
+
+
+def _fqdn(value: str) -> str:
+    name = normalise_domain(value)
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
+        raise ValueError(f"{value!r} is not a fully qualified domain name (e.g. mail.example.com)")
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is an address, not a domain name")
+    return name
+
+
+def _instance_type(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+", value):
+        raise ValueError(f"{value!r} is not an EC2 instance type (e.g. t3.small, t4g.small)")
+    return value
+
+
+def _pattern(regex: str, example: str):
+    def check(value: str) -> str:
+        if not re.fullmatch(regex, value):
+            raise ValueError(f"{value!r} does not look like {example}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _quota(value: str) -> str:
+    from mailstack.quota import parse_quota
+
+    parse_quota(value)
+    return value
+
+
+def _hh_mm(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"{value!r} is not a 24-hour time HH:MM (UTC), e.g. 03:00")
+    return value
+
+
+Fqdn = Annotated[str, AfterValidator(_fqdn)]
+InstanceType = Annotated[str, AfterValidator(_instance_type)]
+Phase = Literal["provision", "cutover", "decommission"]
+
+_DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A mail server endpoint such as ``imaps://mail.example.net:993``."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme.endswith("s")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_endpoint(value: str, schemes: tuple[str, ...]) -> Endpoint:
+    """Parse ``scheme://host[:port]`` for one of ``schemes``; port defaults by scheme."""
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(f"{value!r} is not an endpoint like {schemes[-1]}://mail.example.net")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"{value!r}: scheme must be one of {', '.join(schemes)}")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = _fqdn(host)
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError(f"{value!r}: give only scheme, host and port")
+    return Endpoint(parts.scheme, host, port)
+
+
+def _imap_endpoint(value: Any) -> Endpoint:
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, ("imap", "imaps"))
+
+
+def _pop_endpoint(value: Any) -> Endpoint:
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, ("pop3", "pop3s"))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class HostSettings(_Model):
+    """The new mail host."""
+
+    name: Fqdn = Field(description="Host name of the new mail host; its A record and PTR.")
+    instance_type: InstanceType = Field("t3.small", description="EC2 instance type.")
+    ami: Annotated[str, _pattern(r"ami-[0-9a-f]{8,17}", "an AMI id (ami-0123456789abcdef0)")] | None = Field(
+        None, description="Pin an AMI; default: newest official Debian 12 image at creation."
+    )
+    root_volume_gb: int = Field(16, ge=8, le=1024, description="Encrypted root volume size.")
+    mail_volume_gb: int = Field(50, ge=1, le=16384, description="Encrypted mail volume size (Maildirs).")
+    mail_volume_iops: int = Field(3000, ge=3000, le=16000, description="gp3 IOPS of the mail volume.")
+    subnet_id: Annotated[str, _pattern(r"subnet-[0-9a-f]{8,17}", "a subnet id (subnet-0123abcd)")] | None = Field(
+        None, description="Subnet for the host; default: the default VPC's subnet in availability_zone."
+    )
+    availability_zone: Annotated[str, _pattern(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", "an availability zone (eu-west-1a)")] | None = Field(
+        None, description="Availability zone when no subnet is given; default: the region's first."
+    )
+
+    @property
+    def architecture(self) -> str:
+        """``arm64`` for Graviton instance types (t4g, m7g, c7gn...), else ``x86_64``."""
+        family = self.instance_type.split(".", 1)[0]
+        return "arm64" if family == "a1" or re.fullmatch(r"[a-z]+\d+[a-z-]*g[a-z-]*", family) else "x86_64"
+
+
+class OldServer(_Model):
+    """The server mail is moving away from."""
+
+    host: Fqdn = Field(description="Host name of the old server (its current MX).")
+    ip: ipaddress.IPv4Address | None = Field(None, description="Its IPv4 address, for SPF during the overlap.")
+    imap: Annotated[Endpoint, BeforeValidator(_imap_endpoint)] = Field(
+        description="IMAP endpoint to sync from, e.g. imaps://mail.example.net:993."
+    )
+    pop: Annotated[Endpoint, BeforeValidator(_pop_endpoint)] | None = Field(
+        None, description="POP3 endpoint, e.g. pop3s://mail.example.net:995 (optional)."
+    )
+    instance_id: Annotated[str, _pattern(r"i-[0-9a-f]{8}([0-9a-f]{9})?", "an EC2 instance id (i-0123456789abcdef0)")] | None = Field(
+        None, description="EC2 instance id when the old server is in this AWS account."
+    )
+    mx_priority: int = Field(10, ge=0, le=65535, description="Priority of the old MX record.")
+
+
+class _FieldErrors(ValueError):
+    """Cross-field problems of one model: (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(m for _, m in problems))
+
+
+class Relay(_Model):
+    """A smarthost for outgoing mail, for accounts whose port 25 is still restricted."""
+
+    host: Fqdn = Field(description="Relay host, e.g. email-smtp.eu-west-1.amazonaws.com.")
+    port: Literal[25, 465, 587, 2587] = Field(587, description="Relay port.")
+    username: str | None = Field(None, description="SMTP AUTH user; its password is the secret mailstack:relay_password.")
+
+
+class Snapshots(_Model):
+    """Daily snapshots of the mail volume (Data Lifecycle Manager)."""
+
+    time: Annotated[str, AfterValidator(_hh_mm)] = Field("03:00", description="Daily snapshot time, UTC.")
+    keep: int = Field(14, ge=1, le=1000, description="Snapshots kept.")
+
+
+class Settings(_Model):
+    """Everything one stack (environment) declares."""
+
+    domains: list[Fqdn] = Field(min_length=1, description="Mail domains moving to the new host; the first is primary.")
+    zone: Fqdn = Field(description="Route53 hosted zone holding the domains' records.")
+    host: HostSettings
+    old_server: OldServer
+    roster: str = Field(description="Mailbox roster file (CSV, YAML or XLSX), relative to the project.")
+    phase: Phase = Field("provision", description="Lifecycle phase: provision, cutover or decommission.")
+    cutover_ttl: int = Field(300, ge=30, le=3600, description="MX TTL (s) while the flip is pending.")
+    normal_ttl: int = Field(3600, ge=60, le=86400, description="TTL (s) of records outside the flip.")
+    overlap_days: int = Field(14, ge=1, le=90, description="Days the old server is kept after the new MX is served.")
+    quiet_days: int = Field(3, ge=1, le=30, description="Days without new mail on the old server before decommission.")
+    evidence_max_age_hours: int = Field(24, ge=1, le=168, description="Verification evidence older than this blocks cutover.")
+    default_quota: Annotated[str, AfterValidator(_quota)] = Field("1G", description="Quota of roster rows that give none (e.g. 2G, 500M).")
+    admin_email: str | None = Field(None, description="Contact for certificates and reports; default postmaster@<primary domain>.")
+    relay: Relay | None = Field(None, description="Smarthost for outgoing mail (optional).")
+    web: bool = Field(True, description="Serve autoconfig/autodiscover and the MTA-STS policy (opens 80 and 443).")
+    snapshots: Snapshots = Field(default_factory=Snapshots)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        problems = []
+        if len(set(self.domains)) != len(self.domains):
+            problems.append(("domains", "a domain is listed twice"))
+        outside = [d for d in [*self.domains, self.host.name] if not _within(d, self.zone)]
+        if outside:
+            problems.append(("zone", f"{', '.join(outside)} not inside the zone {self.zone}: every domain and the host name must be in it"))
+        if self.host.name == self.old_server.host:
+            problems.append(("host.name", f"the new host {self.host.name} has the old server's name; give the new host its own name"))
+        if self.cutover_ttl > self.normal_ttl:
+            problems.append(("cutover_ttl", f"{self.cutover_ttl} is above normal_ttl {self.normal_ttl}: the cutover TTL must be the lower one"))
+        if self.admin_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.admin_email):
+            problems.append(("admin_email", f"{self.admin_email!r} is not an email address"))
+        if problems:
+            raise _FieldErrors(problems)
+        return self
+
+    @property
+    def primary_domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def contact(self) -> str:
+        return self.admin_email or f"postmaster@{self.primary_domain}"
+
+
+def _within(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+SETTING_KEYS = tuple(Settings.model_fields) + ("relay_password",)
+SECRET_KEYS = ("relay_password",)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def settings_from_values(
+    values: Mapping[str, Any],
+    *,
+    source: str,
+    lines: Mapping[str, int] | None = None,
+) -> Settings:
+    """Validate raw stack values (keys without the ``mailstack:`` prefix).
+
+    Raises :class:`InputError` listing every problem as ``source[:line]:
+    mailstack:key.path: reason``.
+    """
+    values = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = [p for err in exc.errors() for p in _problems(err, source, lines or {})]
+        raise InputError(f"stack settings {source}", problems) from None
+
+
+def _problems(err: Mapping[str, Any], source: str, lines: Mapping[str, int]) -> list[Problem]:
+    loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _FieldErrors):
+        return [_located([*loc, *field.split(".")], message, source, lines) for field, message in ctx_error.problems]
+    message = err["msg"]
+    if isinstance(ctx_error, ValueError):
+        message = str(ctx_error)
+    elif err["type"] == "missing":
+        message = "is required"
+    elif err["type"] == "extra_forbidden":
+        message = "is not a known setting (see the settings reference in README.md)"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        message = f"{message} (got {err['input']!r})"
+    return [_located(loc, message, source, lines)]
+
+
+def _located(loc: list[str], message: str, source: str, lines: Mapping[str, int]) -> Problem:
+    key = f"{NAMESPACE}:{'.'.join(loc)}" if loc else NAMESPACE
+    where = source
+    for n in range(len(loc), 0, -1):
+        line = lines.get(".".join(loc[:n]))
+        if line:
+            where = f"{source}:{line}"
+            break
+    return Problem(where, f"{key}: {message}")
+
+
+def _config_value(raw: Any) -> Any:
+    """Pulumi passes structured config as JSON text; plain values stay strings."""
+    import json
+
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def settings_from_pulumi() -> Settings:
+    """Load the settings of the running Pulumi stack (``mailstack:*`` config)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env() or {})
+    values: dict[str, Any] = {}
+    for full_key in keys:
+        namespace, _, key = full_key.partition(":")
+        if namespace == NAMESPACE:
+            values[key] = _config_value(runtime_config.get_config(full_key))
+    problems = []
+    if "relay_password" in values and not runtime_config.is_config_secret(f"{NAMESPACE}:relay_password"):
+        problems.append(Problem(f"stack {pulumi.get_stack()}", _PLAINTEXT_RELAY_PASSWORD))
+    try:
+        settings = settings_from_values(values, source=f"stack {pulumi.get_stack()}")
+    except InputError as exc:
+        raise InputError(exc.subject, problems + exc.problems) from None
+    if problems:
+        raise InputError(f"stack settings stack {pulumi.get_stack()}", problems)
+    return settings
+
+
+_PLAINTEXT_RELAY_PASSWORD = (
+    f"{NAMESPACE}:relay_password is stored in plain text; "
+    f"store it as a secret: pulumi config set --secret {NAMESPACE}:relay_password"
+)
+
+
+@dataclass(frozen=True)
+class StackFile:
+    """A stack's settings as read from ``stacks/Pulumi.<env>.yaml``."""
+
+    env: str
+    path: Path
+    project_dir: Path
+    settings: Settings
+    region: str | None
+    has_relay_password: bool
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the settings (such as the roster), relative to the project."""
+        return (self.project_dir / relative).resolve()
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The directory holding Pulumi.yaml, from ``start`` (default: cwd) upwards."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate
+    raise InputError("project", [Problem(str(here), "no Pulumi.yaml here or above: run from the mailstack project")])
+
+
+def load_stack_file(env: str, project_dir: Path | None = None) -> StackFile:
+    """Read and validate ``stacks/Pulumi.<env>.yaml`` of the project."""
+    project_dir = project_dir or find_project_dir()
+    path = project_dir / "stacks" / f"Pulumi.{env}.yaml"
+    shown = str(path.relative_to(project_dir)) if path.is_relative_to(project_dir) else str(path)
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (project_dir / "stacks").glob("Pulumi.*.yaml"))
+        raise InputError(f"stack {env}", [Problem(shown, f"no such stack file; known stacks: {', '.join(known) or 'none'}")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = yaml.safe_load(text) or {}
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}" if mark else shown
+        raise InputError(f"stack settings {shown}", [Problem(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise InputError(f"stack settings {shown}", [Problem(shown, "no 'config:' mapping in the stack file")])
+    values = {k.split(":", 1)[1]: v for k, v in config.items() if isinstance(k, str) and k.startswith(NAMESPACE + ":")}
+    relay_password = values.get("relay_password")
+    problems = []
+    if relay_password is not None and not (isinstance(relay_password, dict) and "secure" in relay_password):
+        problems.append(Problem(f"{shown}:{lines.get('relay_password', '?')}", _PLAINTEXT_RELAY_PASSWORD))
+    try:
+        settings = settings_from_values(values, source=shown, lines=lines)
+    except InputError as exc:
+        raise InputError(exc.subject, problems + exc.problems) from None
+    if problems:
+        raise InputError(f"stack settings {shown}", problems)
+    region = config.get("aws:region")
+    return StackFile(env, path, project_dir, settings, region, relay_password is not None)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map ``key.sub.key`` of the ``mailstack:`` config to 1-based line numbers."""
+    root = yaml.compose(text)
+    lines: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    config = next((v for k, v in root.value if k.value == "config"), None)
+    if not isinstance(config, yaml.MappingNode):
+        return lines
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                lines[path] = key.start_mark.line + 1
+                walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                path = f"{prefix}.{index}"
+                lines[path] = item.start_mark.line + 1
+                walk(item, path)
+
+    for key, value in config.value:
+        if isinstance(key.value, str) and key.value.startswith(NAMESPACE + ":"):
+            name = key.value.split(":", 1)[1]
+            lines[name] = key.start_mark.line + 1
+            walk(value, name)
+    return lines

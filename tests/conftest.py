@@ -1,0 +1,60 @@
+"""Shared fixtures: the project, a valid stack config, rosters of any size."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHA512_HASH = (
+    "{SHA512-CRYPT}$6$svwxAy9FuuEhIbGC$Wfyj/Wl8XLcuJ.qAtUGa2dVbtNM.fLrt3RctbAhjPu5jugV65Py4snWCn4XFyWtS8id1ARUs6.yPtAsSHgB3e1"
+)
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; in CI a missing tool is a failure, not a skip."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not installed: .ci/run must install it")
+    pytest.skip(f"{name} is not installed (scripts/bootstrap installs it)")
+
+
+def write_roster(path: Path, count: int, *, domain: str = "example.com", generate_every: int = 2) -> Path:
+    """A CSV roster of ``count`` mailboxes, every ``generate_every``-th with a generated password."""
+    lines = ["address,name,quota,protocol,aliases,password"]
+    for n in range(count):
+        password = "generate" if n % generate_every == 0 else SHA512_HASH
+        aliases = f"alias{n}@{domain}" if n % 10 == 0 else ""
+        lines.append(f"user{n}@{domain},User {n},{1 + n % 4}G,{'pop' if n % 7 == 0 else 'imap'},{aliases},{password}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def stack_values(roster: Path | str, **overrides) -> dict:
+    """Raw ``mailstack:*`` values of a valid stack (keys without the namespace)."""
+    values = {
+        "phase": "provision",
+        "domains": ["example.com"],
+        "zone": "example.com",
+        "host": {"name": "mail.example.com", "instance_type": "t3.small", "mail_volume_gb": 20},
+        "old_server": {"host": "mail.example.net", "ip": "192.0.2.25", "imap": "imaps://mail.example.net:993"},
+        "roster": str(roster),
+    }
+    values.update(overrides)
+    return values
+
+
+def pulumi_config(values: dict) -> dict[str, str]:
+    """Values as the Pulumi engine hands them to the program (objects as JSON text)."""
+    return {f"mailstack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+@pytest.fixture
+def roster_file(tmp_path: Path) -> Path:
+    return write_roster(tmp_path / "roster.csv", 5)
