@@ -140,10 +140,9 @@ def _print_preview(stack: str, report: dict) -> None:
     for row in report["resources"]:
         table.add_row(row["type"], row["name"], row["detail"])
     out.print(table)
-    dns = Table("name", "type", "value", "ttl", "declared", "why", title="DNS records planned for this phase")
+    dns = Table("name", "type", "value", "ttl", "why", title=f"DNS records of the {report['outputs']['phase']} phase")
     for rec in report["outputs"]["dns_records"]:
-        dns.add_row(rec["name"], rec["type"], " ".join(rec["values"]), str(rec["ttl"]),
-                    "yes" if rec["managed"] else "planned", rec["reason"])
+        dns.add_row(rec["name"], rec["type"], " ".join(rec["values"]), str(rec["ttl"]), rec["reason"])
     out.print(dns)
     facts = report["facts"]
     out.print(f"ports open to the internet: {', '.join(map(str, facts['open_ports']))}")

@@ -220,6 +220,7 @@ class Settings(_Model):
     admin_email: str | None = Field(None, description="Contact for certificates and reports; default postmaster@<primary domain>.")
     relay: Relay | None = Field(None, description="Smarthost for outgoing mail (optional).")
     web: bool = Field(True, description="Serve autoconfig/autodiscover and the MTA-STS policy (opens 80 and 443).")
+    dmarc_policy: Literal["none", "quarantine", "reject"] = Field("none", description="DMARC policy published for the domains.")
     snapshots: Snapshots = Field(default_factory=Snapshots)
 
     @model_validator(mode="after")

@@ -55,8 +55,9 @@ def _fake_id(kind: str, name: str) -> str:
 class RecordingMocks(pulumi_mocks.Mocks):
     """Mocks that record resources and answer lookups with plausible values."""
 
-    def __init__(self, region: str = "eu-west-1"):
+    def __init__(self, region: str = "eu-west-1", lookups: dict[str, dict] | None = None):
         self.region = region
+        self.lookups = lookups or {}
         self.resources: list[Declared] = []
         self.calls: list[tuple[str, dict]] = []
 
@@ -88,6 +89,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
     def call(self, args: pulumi_mocks.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
         token = args.token
+        if token in self.lookups:
+            return self.lookups[token], []
         if token == "aws:index/getRegion:getRegion":
             return {"region": self.region, "name": self.region, "id": self.region}, []
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
@@ -100,6 +103,10 @@ class RecordingMocks(pulumi_mocks.Mocks):
             return {"id": subnet, "vpcId": "vpc-0a1b2c3d4e5f60718", "availabilityZone": zone}, []
         if token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0d4e9f4b1e2f3a4b5", "name": "debian-12-amd64-20261101-1234"}, []
+        if token == "aws:ec2/getEips:getEips":
+            return {"publicIps": [], "allocationIds": [], "id": self.region}, []
+        if token == "aws:route53/getRecords:getRecords":
+            return {"resourceRecordSets": [], "zoneId": args.args.get("zoneId"), "id": "records"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
         raise NotImplementedError(f"no offline answer for {token}")
@@ -165,14 +172,16 @@ def stack_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", secret_keys: list[str] | None = None,
-             region: str = "eu-west-1") -> Evaluation:
+             region: str = "eu-west-1", lookups: dict[str, dict] | None = None) -> Evaluation:
     """Run the program once under mocks with this config; return what it declared.
 
-    Raises whatever the program raises (``pulumi.RunError`` on bad input).
+    ``lookups`` answers provider functions by token, standing in for what
+    exists in the account (an Elastic IP, records in the zone...). Raises
+    whatever the program raises (``pulumi.RunError`` on bad input).
     """
     from mailstack.infra import program
 
-    mocks = RecordingMocks(region)
+    mocks = RecordingMocks(region, lookups)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config, **{"aws:region": region}), secret_keys or [])

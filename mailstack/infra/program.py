@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pulumi
@@ -16,6 +18,7 @@ from mailstack.infra.host import MailHost
 from mailstack.infra.network import MailFirewall
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
+from mailstack.evidence import evidence_path, load_evidence
 from mailstack.problems import InputError, Problem
 from mailstack.roster import Roster, load_roster
 from mailstack.settings import NAMESPACE, Settings, settings_from_pulumi
@@ -32,6 +35,20 @@ def load_inputs(project_dir: Path) -> tuple[Settings, Roster, pulumi.Output[str]
             f"the relay user needs a password: pulumi config set --secret {NAMESPACE}:relay_password",
         )])
     return settings, roster, relay_password
+
+
+def current_host_ip(settings: Settings) -> str | None:
+    """The Elastic IP the host has from an earlier ``pulumi up``, if any (for the cutover gate)."""
+    found = aws.ec2.get_eips(tags={"Name": settings.host.name})
+    return found.public_ips[0] if found.public_ips else None
+
+
+def _existing_txt(zone_id: pulumi.Output[str], name: str) -> pulumi.Output[list[str]]:
+    """TXT values already served at ``name`` (kept, except an SPF, which the stack owns)."""
+    found = aws.route53.get_records_output(zone_id=zone_id, name_regex=f"^{re.escape(name)}\\.?$")
+    return found.resource_record_sets.apply(
+        lambda sets: [r.value for s in sets if s.type == "TXT" for r in (s.resource_records or [])]
+    )
 
 
 def _placement(settings: Settings) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
@@ -81,11 +98,19 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     host = MailHost(f"{name}-host", settings=settings, subnet_id=subnet_id, security_group_id=firewall.id,
                     user_data=user_data, policy=policy)
     volume.attach(host.instance.id)
-    dns = MailDns(f"{name}-dns", zone_id=zone_id, records=records.host_records(settings, host.public_ip),
+    wanted = records.desired_records(settings, ip=host.public_ip)
+    declared = []
+    for record in wanted:
+        values = list(record.values)
+        if record.type == "TXT" and record.name in settings.domains:
+            values = _existing_txt(zone_id, record.name).apply(
+                lambda existing, ours=record.values: list(records.merge_txt(ours, existing)))
+        declared.append((record, values))
+    dns = MailDns(f"{name}-dns", zone_id=zone_id, records=declared,
                   host_name=settings.host.name, allocation_id=host.eip.allocation_id)
 
     planned = host.public_ip.apply(
-        lambda ip: [r.as_dict() for r in records.host_records(settings, ip) + records.mail_records(settings)]
+        lambda ip: [r.as_dict() for r in records.desired_records(settings, ip=ip)]
     )
     return {
         "phase": settings.phase,
@@ -102,19 +127,32 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     }
 
 
-def run(project_dir: Path | None = None) -> dict:
+def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
     """Entry point of ``__main__.py``: validate everything, then declare and export.
 
     Bad input stops the program with one message per problem before any
     resource is declared.
     """
+    project_dir = project_dir or Path.cwd()
+    stack = pulumi.get_stack()
     try:
-        settings, roster, relay_password = load_inputs(project_dir or Path.cwd())
+        settings, roster, relay_password = load_inputs(project_dir)
+        evidence = load_evidence(evidence_path(project_dir, stack))
     except InputError as exc:
         for problem in exc.problems:
             pulumi.log.error(str(problem))
         raise pulumi.RunError(f"{exc.subject}: {len(exc.problems)} problem(s) above; nothing was changed") from None
-    outputs = build(settings, roster, stack=pulumi.get_stack(), relay_password=relay_password)
+    host_ip = current_host_ip(settings) if settings.phase == "cutover" else None
+    decision = lifecycle.phase_gate(settings, evidence, now or datetime.now(timezone.utc),
+                                    host_name=settings.host.name, host_ip=host_ip)
+    if not decision.allowed:
+        for reason in decision.reasons:
+            pulumi.log.error(f"{decision.phase} refused: {reason}")
+        raise pulumi.RunError(
+            f"phase {decision.phase} is not allowed yet ({len(decision.reasons)} reason(s) above); nothing was changed. "
+            "Setting mailstack:phase back to provision is always allowed."
+        )
+    outputs = build(settings, roster, stack=stack, relay_password=relay_password)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -150,7 +150,7 @@ def test_snapshot_policy_targets_the_mail_volume_daily(evaluation):
 def test_elastic_ip_gets_a_ptr_to_the_host_name_after_its_a_record(evaluation):
     ptr = evaluation.one("aws:ec2/eipDomainName:EipDomainName")
     eip = evaluation.one("aws:ec2/eip:Eip")
-    record = evaluation.one("aws:route53/record:Record")
+    (record,) = [r for r in evaluation.of_type("aws:route53/record:Record") if r.name == "mail.example.com-A"]
     assert ptr.inputs["domainName"] == "mail.example.com"
     assert ptr.inputs["allocationId"].startswith("eipalloc-") and eip.inputs["domain"] == "vpc"
     assert record.inputs["name"] == "mail.example.com" and record.inputs["type"] == "A"
