@@ -110,6 +110,15 @@ def route53_txt(value: str) -> str:
     return value.replace('" "', '""')
 
 
+WEB_LABELS = ("mta-sts", "autoconfig", "autodiscover")
+
+
+def certificate_names(settings: Settings) -> list[str]:
+    """Names the host's certificate must cover: the host, and the web names aliased to it."""
+    web = [f"{label}.{domain}" for domain in settings.domains for label in WEB_LABELS] if settings.web else []
+    return [settings.host.name, *web]
+
+
 def domain_records(settings: Settings, domain: str, dkim: Dkim | None) -> list[Record]:
     """Every record of one mail domain for the stack's phase."""
     host, ttl, contact = settings.host.name, settings.normal_ttl, settings.contact
@@ -139,9 +148,11 @@ def domain_records(settings: Settings, domain: str, dkim: Dkim | None) -> list[R
             Record(f"_mta-sts.{domain}", "TXT", (txt(f"v=STSv1; id={policy_id}"),), ttl,
                    f"MTA-STS: policy in {'enforce' if settings.phase == 'decommission' else 'testing'} mode; "
                    "the id changes with the policy"),
-            Record(f"mta-sts.{domain}", "CNAME", (f"{host}.",), ttl, "MTA-STS: the new host serves the policy over HTTPS"),
-            Record(f"autoconfig.{domain}", "CNAME", (f"{host}.",), ttl, "Thunderbird-style autoconfig served by the new host"),
-            Record(f"autodiscover.{domain}", "CNAME", (f"{host}.",), ttl, "Outlook autodiscover served by the new host"),
+            *(Record(f"{label}.{domain}", "CNAME", (f"{host}.",), ttl, why) for label, why in zip(WEB_LABELS, (
+                "MTA-STS: the new host serves the policy over HTTPS",
+                "Thunderbird-style autoconfig served by the new host",
+                "Outlook autodiscover served by the new host",
+            ))),
         ]
     if dkim is not None:
         records.append(Record(f"{dkim.selector}._domainkey.{domain}", "TXT", (txt(dkim.txt),), ttl,
@@ -159,6 +170,17 @@ def host_records(settings: Settings, ip: object) -> list[Record]:
     ]
 
 
+def old_server_records(settings: Settings) -> list[Record]:
+    """The old server's own A record, when it is in the zone: kept through the overlap, gone at decommission."""
+    old = settings.old_server
+    in_zone = old.host == settings.zone or old.host.endswith("." + settings.zone)
+    if settings.phase == "decommission" or not in_zone or old.ip is None:
+        return []
+    return [Record(old.host, "A", (str(old.ip),), settings.normal_ttl,
+                   "the old server stays reachable by name (sync, stale MX caches) until decommission")]
+
+
 def desired_records(settings: Settings, *, ip: object, dkim: Dkim | None = None) -> list[Record]:
     """Every record the stack declares in its phase, host records first."""
-    return host_records(settings, ip) + [r for d in settings.domains for r in domain_records(settings, d, dkim)]
+    return (host_records(settings, ip) + old_server_records(settings)
+            + [r for d in settings.domains for r in domain_records(settings, d, dkim)])

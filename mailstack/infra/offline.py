@@ -107,6 +107,14 @@ class RecordingMocks(pulumi_mocks.Mocks):
             return {"publicIps": [], "allocationIds": [], "id": self.region}, []
         if token == "aws:route53/getRecords:getRecords":
             return {"resourceRecordSets": [], "zoneId": args.args.get("zoneId"), "id": "records"}, []
+        if token == "aws:ec2/getInstance:getInstance":
+            instance = args.args["instanceId"]
+            return {"id": instance, "instanceId": instance, "ami": "ami-0aa0bb0cc0dd0ee0f", "instanceType": "t3.medium",
+                    "subnetId": "subnet-0a1b2c3d4e5f60718",
+                    "rootBlockDevices": [{"volumeId": "vol-0old0000000000001", "deviceName": "/dev/xvda"}],
+                    "ebsBlockDevices": [{"volumeId": "vol-0old0000000000002", "deviceName": "/dev/sdf"}]}, []
+        if token == "aws:ebs/getSnapshotIds:getSnapshotIds":
+            return {"ids": [], "id": "snapshots"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
         raise NotImplementedError(f"no offline answer for {token}")
@@ -126,6 +134,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                         "depends_on": list(request.dependencies),
                         "parent": request.parent,
                         "custom": request.custom,
+                        "import_id": request.importId,
+                        "retain_on_delete": request.retainOnDelete,
                     }
                     break
         return response

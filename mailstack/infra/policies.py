@@ -13,8 +13,8 @@ def assume_role(service: str) -> str:
     })
 
 
-def host_policy(*, bundle_object_arn: str, zone_id: str, host_name: str, parameter_arns: list[str]) -> str:
-    """What the host may do: read its bundle, answer its own ACME DNS-01 challenge, read its secrets."""
+def host_policy(*, bundle_object_arn: str, zone_id: str, certificate_names: list[str], parameter_arns: list[str]) -> str:
+    """What the host may do: read its bundle, answer the ACME DNS-01 challenges of its own names, read its secrets."""
     statements = [
         {"Sid": "ReadConfigBundle", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
          "Resource": bundle_object_arn},
@@ -24,7 +24,7 @@ def host_policy(*, bundle_object_arn: str, zone_id: str, host_name: str, paramet
          "Resource": f"arn:aws:route53:::hostedzone/{zone_id}",
          "Condition": {
              "ForAllValues:StringEquals": {
-                 "route53:ChangeResourceRecordSetsNormalizedRecordNames": [f"_acme-challenge.{host_name}"],
+                 "route53:ChangeResourceRecordSetsNormalizedRecordNames": [f"_acme-challenge.{n}" for n in certificate_names],
                  "route53:ChangeResourceRecordSetsRecordTypes": ["TXT"],
              }
          }},

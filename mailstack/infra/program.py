@@ -16,6 +16,7 @@ from mailstack.infra.bundle import BUNDLE_KEY, ConfigBundle
 from mailstack.infra.dns import MailDns
 from mailstack.infra.host import MailHost
 from mailstack.infra.network import MailFirewall
+from mailstack.infra.oldserver import OldMailServer
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
 from mailstack.evidence import evidence_path, load_evidence
@@ -89,8 +90,8 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     bundle = ConfigBundle(f"{name}-bundle", document=document)
     firewall = MailFirewall(f"{name}-host", vpc_id=vpc_id, rules=ingress_rules(settings))
     policy = pulumi.Output.all(bundle.object_arn, zone_id, *[p.arn for p in parameters]).apply(
-        lambda args: host_policy(bundle_object_arn=args[0], zone_id=args[1], host_name=settings.host.name,
-                                 parameter_arns=list(args[2:]))
+        lambda args: host_policy(bundle_object_arn=args[0], zone_id=args[1],
+                                 certificate_names=records.certificate_names(settings), parameter_arns=list(args[2:]))
     )
     user_data = pulumi.Output.all(bundle.bucket.id, region).apply(
         lambda args: hostfiles.user_data(settings, bucket=args[0], key=BUNDLE_KEY, region=args[1])
@@ -109,6 +110,11 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     dns = MailDns(f"{name}-dns", zone_id=zone_id, records=declared,
                   host_name=settings.host.name, allocation_id=host.eip.allocation_id)
 
+    old_server = None
+    if settings.old_server.instance_id:
+        old_server = OldMailServer(f"{name}-old-server", instance_id=settings.old_server.instance_id,
+                                   phase=settings.phase)
+
     planned = host.public_ip.apply(
         lambda ip: [r.as_dict() for r in records.desired_records(settings, ip=ip)]
     )
@@ -124,6 +130,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         "dns_records": planned,
         "reverse_dns": dns.reverse.domain_name,
         "next_step": lifecycle.next_step(settings, stack),
+        "old_server": old_server.status if old_server else f"{settings.old_server.host} is not in this AWS account",
     }
 
 

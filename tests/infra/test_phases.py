@@ -173,3 +173,54 @@ def test_a_broken_evidence_file_is_a_clear_error(project, caplog):
     with pytest.raises(pulumi.RunError, match="nothing was changed"):
         run(project, "provision")
     assert "test.json: not a valid evidence file" in caplog.text
+
+
+# ------------------------------------------------- the old server's records and instance
+
+OLD_IN_ZONE = {"host": "old.example.com", "ip": "192.0.2.25", "imap": "imaps://old.example.com"}
+OLD_EC2 = {**OLD_IN_ZONE, "instance_id": "i-0123456789abcdef0"}
+SNAPSHOTS_DONE = {"aws:ebs/getSnapshotIds:getSnapshotIds": {"ids": ["snap-1", "snap-2"], "id": "x"}}
+
+
+def test_old_server_name_is_kept_until_decommission_then_removed(project):
+    write_evidence(project)
+    assert record_sets(run(project, "cutover", old_server=OLD_IN_ZONE))["old.example.com-A"]["records"] == ["192.0.2.25"]
+    assert "old.example.com-A" not in record_sets(run(project, "decommission", old_server=OLD_IN_ZONE))
+
+
+def test_old_ec2_server_is_imported_protected_and_never_changed_before_decommission(project):
+    evaluation = run(project, "provision", old_server=OLD_EC2)
+    (old,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if r.name.endswith("old-server")]
+    assert old.options["import_id"] == "i-0123456789abcdef0" and old.options["protect"] is True
+    assert {"ami", "instanceType", "userData", "vpcSecurityGroupIds", "tags"} <= set(old.options["ignore_changes"])
+    assert old.inputs["ami"] == "ami-0aa0bb0cc0dd0ee0f"  # its own image, read from AWS: the import matches
+    assert evaluation.of_type("aws:ebs/snapshot:Snapshot") == []
+    assert evaluation.outputs["old_server"] == "adopted and protected; kept until decommission"
+
+
+def test_decommission_snapshots_every_old_volume_before_planning_the_deletion(project):
+    write_evidence(project)
+    evaluation = run(project, "decommission", old_server=OLD_EC2)
+    snapshots = evaluation.of_type("aws:ebs/snapshot:Snapshot")
+    assert sorted(s.inputs["volumeId"] for s in snapshots) == ["vol-0old0000000000001", "vol-0old0000000000002"]
+    assert all(s.options["retain_on_delete"] for s in snapshots)
+    (old,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if r.name.endswith("old-server")]
+    assert old.options["protect"] is False
+    assert len(old.options["depends_on"]) == 2  # the instance waits for its snapshots
+    assert "run pulumi up again once they complete" in evaluation.outputs["old_server"]
+
+
+def test_decommission_deletes_the_old_instance_only_once_its_snapshots_completed(project):
+    write_evidence(project)
+    evaluation = run(project, "decommission", old_server=OLD_EC2, lookups=SNAPSHOTS_DONE)
+    assert [r.name for r in evaluation.of_type("aws:ec2/instance:Instance")] == ["mailstack-test-host"]
+    assert len(evaluation.of_type("aws:ebs/snapshot:Snapshot")) == 2
+    assert evaluation.outputs["old_server"] == "final snapshots completed; the instance is deleted by this update"
+
+
+def test_rollback_keeps_the_old_instance_protected(project):
+    write_evidence(project)
+    run(project, "decommission", old_server=OLD_EC2)
+    evaluation = run(project, "provision", old_server=OLD_EC2)
+    (old,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if r.name.endswith("old-server")]
+    assert old.options["protect"] is True

@@ -103,7 +103,9 @@ def test_host_role_may_read_only_its_bundle_and_its_acme_record(evaluation):
     assert set(by_sid["ReadConfigBundle"]["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
     change = by_sid["AcmeChallengeOnly"]
     assert change["Condition"]["ForAllValues:StringEquals"] == {
-        "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["_acme-challenge.mail.example.com"],
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+            "_acme-challenge.mail.example.com", "_acme-challenge.mta-sts.example.com",
+            "_acme-challenge.autoconfig.example.com", "_acme-challenge.autodiscover.example.com"],
         "route53:ChangeResourceRecordSetsRecordTypes": ["TXT"],
     }
     actions = [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
