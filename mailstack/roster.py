@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from mailstack.problems import InputError, Problem
+from mailstack.domains import normalise_domain
 from mailstack.quota import format_quota, parse_quota
 
 # ---------------------------------------------------------------- the model
@@ -352,27 +353,6 @@ def _plaintext_problem(password: str) -> str | None:
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-
-
-def normalise_domain(text: str) -> str:
-    """A mail domain lower-cased with IDNA labels as A-labels; ValueError (the reason) if invalid."""
-    name = unicodedata.normalize("NFKC", text).strip().lower()
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-        ascii_name.encode("ascii").decode("idna")  # an xn-- label must be valid punycode
-    except UnicodeError:
-        raise ValueError("is not a valid domain name") from None
-    labels = ascii_name.split(".")
-    if len(labels) < 2:
-        raise ValueError("has no dot: write the whole domain, e.g. example.co.jp")
-    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise ValueError("is not a valid domain name (letters, digits and hyphens between dots)")
-    if labels[-1].isdigit():
-        raise ValueError("is an IP address, not a domain name")
-    return ascii_name
-
-
 def parse_address(text: str, *, what: str = "address", example_domain: str = "example.com") -> str:
     """Validate and normalise an addr-spec ``local@domain``: lower-case, A-label domain.
 

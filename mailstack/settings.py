@@ -26,31 +26,17 @@ from pydantic import (
     model_validator,
 )
 
+from mailstack.domains import normalise_domain
 from mailstack.problems import InputError, Problem
 
 NAMESPACE = "mailstack"
 PHASES = ("provision", "cutover", "decommission")
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-def normalise_domain(value: str) -> str:
-    """Lower-case a DNS name, drop a trailing dot, turn Unicode labels into A-labels."""
-    name = value.strip().rstrip(".").lower()
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"{value!r} is not a valid DNS name ({exc})") from None
-
-
 def _fqdn(value: str) -> str:
-    name = normalise_domain(value)
-    labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
-        raise ValueError(f"{value!r} is not a fully qualified domain name (e.g. mail.example.com)")
-    if labels[-1].isdigit():
-        raise ValueError(f"{value!r} is an address, not a domain name")
-    return name
+    try:
+        return normalise_domain(value, example="mail.example.com")
+    except ValueError as exc:
+        raise ValueError(f"{value!r} {exc}") from None
 
 
 def _instance_type(value: str) -> str:

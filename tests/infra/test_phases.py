@@ -142,16 +142,10 @@ def test_cutover_without_evidence_is_refused_before_any_resource(project, caplog
     assert "cutover refused: no verification evidence: run mailstack verify -s ENV --record" in caplog.text
 
 
-def test_cutover_refusal_declares_nothing(project, monkeypatch):
-    from mailstack.infra import offline
-
-    declared = []
-    original = offline.RecordingMocks.new_resource
-    monkeypatch.setattr(offline.RecordingMocks, "new_resource",
-                        lambda self, args: declared.append(args.typ) or original(self, args))
+def test_cutover_refusal_declares_nothing(project, declared_types):
     with pytest.raises(pulumi.RunError):
         run(project, "cutover")
-    assert declared == []
+    assert declared_types == []
 
 
 def test_cutover_with_evidence_of_an_older_host_address_is_refused(project, caplog):

@@ -51,12 +51,12 @@ def test_architecture_follows_the_instance_family(instance_type, arch):
 
 def test_host_name_must_be_a_fqdn():
     assert only_problem(host={"name": "mail"}) == (
-        "stacks/Pulumi.t.yaml: mailstack:host.name: 'mail' is not a fully qualified domain name (e.g. mail.example.com)"
+        "stacks/Pulumi.t.yaml: mailstack:host.name: 'mail' has no dot: write the whole name, e.g. mail.example.com"
     )
 
 
 def test_host_name_must_not_be_an_ip_address():
-    assert "mailstack:host.name: '192.0.2.1' is an address" in only_problem(host={"name": "192.0.2.1"})
+    assert "mailstack:host.name: '192.0.2.1' is an IP address, not a domain name" in only_problem(host={"name": "192.0.2.1"})
 
 
 def test_bad_instance_type_is_named():
@@ -164,7 +164,7 @@ def test_stack_file_problems_name_the_file_and_line(tmp_path):
     with pytest.raises(InputError) as caught:
         load_stack_file("t", tmp_path)
     assert [str(p) for p in caught.value.problems] == [
-        "stacks/Pulumi.t.yaml:6: mailstack:host.name: 'mail_host' is not a fully qualified domain name (e.g. mail.example.com)"
+        "stacks/Pulumi.t.yaml:6: mailstack:host.name: 'mail_host' has no dot: write the whole name, e.g. mail.example.com"
     ]
 
 
