@@ -59,3 +59,19 @@ def load_evidence(path: Path) -> Evidence | None:
     except (ValueError, ValidationError) as exc:
         raise InputError(f"evidence {path}", [Problem(str(path), f"not a valid evidence file: {exc}".splitlines()[0])]) from None
 
+
+
+def save_evidence(path: Path, evidence: Evidence) -> None:
+    """Write the evidence file atomically (a reviewer reads it in the cutover pull request)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.new")
+    temporary.write_text(evidence.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def record(path: Path, **parts) -> Evidence:
+    """Merge measured parts into the evidence file (other parts are kept) and return the result."""
+    evidence = (load_evidence(path) or Evidence()).model_copy(update=parts)
+    evidence = Evidence.model_validate(evidence.model_dump())
+    save_evidence(path, evidence)
+    return evidence

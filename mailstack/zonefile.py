@@ -17,15 +17,14 @@ def _rdata(record: Record, value: str) -> str:
     return _txt_strings(value) if record.type == "TXT" else value
 
 
-def zone_text(origin: str, records: Iterable[Record], *, nameserver: str, nameserver_ip: str, serial: int = 1) -> str:
-    """A zone file for ``origin`` with its SOA and NS, holding ``records`` (names absolute, no trailing dot)."""
+def zone_text(origin: str, records: Iterable[Record], *, nameservers: list[tuple[str, str]], serial: int = 1) -> str:
+    """A zone file for ``origin`` with its SOA, NS (and glue), holding ``records`` (names absolute, no trailing dot)."""
     lines = [
         f"$ORIGIN {origin}.",
-        f"@ 300 IN SOA {nameserver}. hostmaster.{origin}. {serial} 3600 600 86400 300",
-        f"@ 300 IN NS {nameserver}.",
+        f"@ 300 IN SOA {nameservers[0][0]}. hostmaster.{origin}. {serial} 3600 600 86400 300",
+        *(f"@ 300 IN NS {name}." for name, _ in nameservers),
+        *(f"{name}. 300 IN A {ip}" for name, ip in nameservers if name.endswith("." + origin)),
     ]
-    if nameserver == origin or nameserver.endswith("." + origin):
-        lines.append(f"{nameserver}. 300 IN A {nameserver_ip}")
     for record in records:
         for value in record.values:
             lines.append(f"{record.name}. {record.ttl} IN {record.type} {_rdata(record, value)}")

@@ -22,8 +22,6 @@ from mailstack.local.loopback import LoopbackAddress
 from mailstack.records import Record
 from mailstack.zonefile import zone_text
 
-NAMESERVER = "ns1.mailstack.test"
-
 _CONFIG = """\
 server:
     rundir: "{root}/run"
@@ -54,13 +52,20 @@ def _zone_of(name: str, zones: Iterable[str]) -> str | None:
 
 
 class AuthoritativeDns:
-    """Knot serving ``zones`` on ``address:port``; a context manager that stops it and frees the address."""
+    """Knot serving ``zones`` on ``address:port``; a context manager that stops it and frees the address.
 
-    def __init__(self, address: str, zones: Iterable[str], *, port: int = 53):
+    ``nameservers`` (name, address) are the zones' NS records; default: this
+    server as ``ns1.<first zone>``. Several instances naming each other stand
+    for a zone's several authoritative servers.
+    """
+
+    def __init__(self, address: str, zones: Iterable[str], *, port: int = 53,
+                 nameservers: list[tuple[str, str]] | None = None):
         if not shutil.which("knotd"):
             raise KnotNotInstalled("knotd is missing: apt-get install -y knot")
         self.address, self.port = address, port
         self.zones = sorted(set(zones))
+        self.nameservers = nameservers or [(f"ns1.{self.zones[0]}", address)]
         self.serial = int(time.time())
         self._root = Path(tempfile.mkdtemp(prefix="mailstack-dns-"))
         for sub in ("zones", "run", "db"):
@@ -83,7 +88,7 @@ class AuthoritativeDns:
             by_zone[zone].append(record)
         self.serial += 1
         for zone in self.zones:
-            text = zone_text(zone, by_zone[zone], nameserver=NAMESERVER, nameserver_ip=self.address, serial=self.serial)
+            text = zone_text(zone, by_zone[zone], nameservers=self.nameservers, serial=self.serial)
             (self._root / "zones" / f"{zone}.zone").write_text(text)
         if self._process is None:
             self._start()

@@ -1,0 +1,231 @@
+"""Where the migration stands: MX propagation, mail still reaching the old server, the overlap clock.
+
+``assess`` is pure: (settings, evidence, DNS answers, old-server activity, now)
+-> updated evidence and a report. The shell functions below gather the
+answers over DNS and IMAP.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from mailstack.checks.dns import lookup, resolver
+from mailstack.evidence import Evidence
+from mailstack.lifecycle import Decision, decommission_gate
+from mailstack.settings import Endpoint, Settings
+
+ASSUMED_PREVIOUS_TTL = 86400  # when the TTL was lowered before status first looked: assume a day, the common maximum
+
+
+@dataclass(frozen=True)
+class MxAnswer:
+    """The MX of the domain as one server serves it."""
+
+    server: str
+    authoritative: bool
+    hosts: tuple[str, ...] = ()
+    ttl: int | None = None
+    error: str | None = None
+
+    def points_to(self, host: str) -> bool:
+        return bool(self.hosts) and all(h == host for h in self.hosts)
+
+
+@dataclass(frozen=True)
+class MailboxActivity:
+    """Mail that reached one mailbox of the old server after the cutover."""
+
+    account: str
+    newest: datetime | None = None
+    messages: int = 0
+    error: str | None = None
+
+
+@dataclass
+class StatusReport:
+    phase: str
+    answers: list[MxAnswer]
+    propagation: str
+    activity: list[MailboxActivity]
+    evidence: Evidence
+    overlap_left: timedelta | None
+    final_sync_needed: bool
+    decommission: Decision
+    notes: list[str] = field(default_factory=list)
+
+
+def _state(answer: MxAnswer, new: str, old: str) -> str:
+    if answer.error:
+        return "no answer"
+    if answer.points_to(new):
+        return "new"
+    if answer.points_to(old):
+        return "old"
+    return "other"
+
+
+def propagation(answers: list[MxAnswer], new: str, old: str) -> str:
+    """One word for the whole picture: old, mixed, new (or unknown)."""
+    states = {_state(a, new, old) for a in answers if not a.error}
+    if not states:
+        return "unknown"
+    if states == {"new"}:
+        return "new"
+    if states == {"old"}:
+        return "old"
+    return "mixed"
+
+
+def assess(settings: Settings, evidence: Evidence | None, answers: list[MxAnswer],
+           activity: list[MailboxActivity], now: datetime) -> StatusReport:
+    """Fold what was measured into the evidence, and say where the migration stands."""
+    evidence = evidence or Evidence()
+    updates: dict = {}
+    notes: list[str] = []
+    new, old = settings.host.name, settings.old_server.host
+    authoritative = [a for a in answers if a.authoritative and not a.error]
+    complete = bool(authoritative) and len(authoritative) == len([a for a in answers if a.authoritative])
+    if complete:
+        ttls = [a.ttl for a in authoritative if a.ttl is not None]
+        if evidence.previous_mx_ttl is None and any(t > settings.cutover_ttl for t in ttls):
+            updates["previous_mx_ttl"] = max(ttls)
+        if all(t <= settings.cutover_ttl for t in ttls) and evidence.lowered_ttl_seen_at is None:
+            updates["lowered_ttl_seen_at"] = now
+            if evidence.previous_mx_ttl is None and "previous_mx_ttl" not in updates:
+                updates["previous_mx_ttl"] = ASSUMED_PREVIOUS_TTL
+                notes.append(f"the MX TTL was already lowered when status first looked: assuming it was "
+                             f"{ASSUMED_PREVIOUS_TTL} s before")
+        if all(a.points_to(new) for a in authoritative):
+            if evidence.new_mx_first_seen_at is None:
+                updates["new_mx_first_seen_at"] = now
+        elif all(a.points_to(old) for a in authoritative) and evidence.new_mx_first_seen_at is not None:
+            # A rollback: the overlap clock starts again at the next flip.
+            updates["new_mx_first_seen_at"] = None
+            notes.append("the MX points at the old server again (rollback): the overlap clock is reset")
+    newest = [a.newest for a in activity if a.newest is not None]
+    if newest:
+        latest = max(newest)
+        if evidence.old_server_last_mail_at is None or latest > evidence.old_server_last_mail_at:
+            updates["old_server_last_mail_at"] = latest
+    evidence = Evidence.model_validate({**evidence.model_dump(), **updates})
+
+    overlap_left = None
+    if evidence.new_mx_first_seen_at is not None:
+        overlap_left = max(timedelta(0), evidence.new_mx_first_seen_at + timedelta(days=settings.overlap_days) - now)
+    last_mail = evidence.old_server_last_mail_at
+    final_sync_needed = last_mail is not None and (evidence.final_sync is None or evidence.final_sync.at < last_mail)
+    return StatusReport(
+        phase=settings.phase,
+        answers=answers,
+        propagation=propagation(answers, new, old),
+        activity=activity,
+        evidence=evidence,
+        overlap_left=overlap_left,
+        final_sync_needed=final_sync_needed,
+        decommission=decommission_gate(settings, evidence, now),
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------ shells (I/O)
+
+
+def _mx_hosts(rrset) -> tuple[str, ...]:
+    return tuple(sorted(r.exchange.to_text().rstrip(".") for r in rrset))
+
+
+def authoritative_answers(zone: str, domain: str, dns_server: str | None) -> list[MxAnswer]:
+    """The MX of ``domain`` asked of every authoritative server of ``zone`` directly."""
+    res = resolver(dns_server)
+    answers = []
+    for ns in sorted(n.rstrip(".") for n in lookup(res, zone, "NS")):
+        for ip in lookup(res, ns, "A") or [None]:
+            label = f"{ns} ({ip})" if ip else ns
+            if ip is None:
+                answers.append(MxAnswer(label, True, error="no address"))
+                continue
+            try:
+                reply = dns.query.udp(dns.message.make_query(domain, dns.rdatatype.MX), ip, timeout=3)
+                rrset = reply.find_rrset(reply.answer, dns.name.from_text(domain), dns.rdataclass.IN, dns.rdatatype.MX)
+                answers.append(MxAnswer(label, True, _mx_hosts(rrset), rrset.ttl))
+            except (KeyError, dns.exception.DNSException, OSError) as exc:
+                answers.append(MxAnswer(label, True, error=str(exc) or type(exc).__name__))
+    return answers
+
+
+def resolver_answers(domain: str, resolvers: list[str]) -> list[MxAnswer]:
+    """The MX of ``domain`` as each resolver (``IP[:PORT]``) serves it, with the TTL left in its cache."""
+    answers = []
+    for server in resolvers:
+        try:
+            answer = resolver(server).resolve(domain, "MX")
+            answers.append(MxAnswer(server, False, _mx_hosts(answer.rrset), answer.rrset.ttl))
+        except dns.exception.DNSException as exc:
+            answers.append(MxAnswer(server, False, error=str(exc) or type(exc).__name__))
+    return answers
+
+
+_INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+
+
+def old_server_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], since: datetime,
+                        cafile: str | None = None) -> list[MailboxActivity]:
+    """Per account: messages that reached the old server after ``since``, and the newest one's arrival."""
+    results = []
+    for user, password in accounts:
+        try:
+            results.append(_activity(endpoint, user, password, since, cafile))
+        except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
+            results.append(MailboxActivity(user, error=f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:
+    if endpoint.tls:
+        imap = imaplib.IMAP4_SSL(endpoint.host, endpoint.port, ssl_context=ssl.create_default_context(cafile=cafile),
+                                 timeout=15)
+    else:
+        imap = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=15)
+    with imap:
+        imap.login(user, password)
+        _, listing = imap.list()
+        folders = [line.decode().rsplit(" ", 1)[-1] for line in listing if line and b"\\Noselect" not in line]
+        newest, count = None, 0
+        day = since.strftime("%d-%b-%Y")
+        for folder in folders:
+            if imap.select(folder, readonly=True)[0] != "OK":
+                continue
+            _, found = imap.search(None, "SINCE", day)
+            numbers = found[0].split() if found and found[0] else []
+            if not numbers:
+                continue
+            _, data = imap.fetch(b",".join(numbers).decode(), "(INTERNALDATE)")
+            for item in data:
+                match = _INTERNALDATE.search(item if isinstance(item, bytes) else item[0])
+                if match:
+                    arrived = parsedate_to_datetime(_to_rfc2822(match.group(1).decode()))
+                    if arrived > since:
+                        count += 1
+                        newest = arrived if newest is None or arrived > newest else newest
+        return MailboxActivity(user, newest, count)
+
+
+def _to_rfc2822(internaldate: str) -> str:
+    """IMAP ``23-Nov-2026 10:00:00 +0000`` as RFC 2822 for the email parser."""
+    day, clock, zone = internaldate.split(" ")
+    d, mon, year = day.split("-")
+    return f"{d} {mon} {year} {clock} {zone}"
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
