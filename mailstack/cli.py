@@ -156,5 +156,10 @@ def main() -> None:
     app()
 
 
+from mailstack.cli_verify import register as register_verify  # noqa: E402  (it imports this module's helpers)
+
+register_verify(app)
+
+
 if __name__ == "__main__":
     main()

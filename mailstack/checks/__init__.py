@@ -63,6 +63,19 @@ class Target:
 Check = Callable[[Target], Iterable[Result]]
 
 
+def remedy_for(exc: Exception) -> str:
+    """What to do when a check could not even talk to the host or to DNS."""
+    import dns.exception
+
+    if isinstance(exc, dns.exception.DNSException):
+        return "the DNS server did not answer: check --dns-server, or the zone's name servers"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens there: check the service runs on the host (see the port checks)"
+    if isinstance(exc, OSError):
+        return "the host is unreachable: check its address, the security group and that it runs"
+    return "an unexpected answer: read the detail, then the host's mail log"
+
+
 def run_checks(checks: Iterable[Check], target: Target, *, jobs: int = 8) -> list[Result]:
     """Run every check in parallel; a check that crashes is an error result, never an exception."""
 
@@ -71,7 +84,7 @@ def run_checks(checks: Iterable[Check], target: Target, *, jobs: int = 8) -> lis
             return list(check(target))
         except Exception as exc:  # a check must never stop the others
             name = getattr(check, "__name__", "check").replace("_", " ")
-            return [error(name, f"{type(exc).__name__}: {exc}", "see the detail; run the check again with --json for all results")]
+            return [error(name, f"{type(exc).__name__}: {exc}", remedy_for(exc))]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return [result for results in pool.map(guarded, list(checks)) for result in results]
