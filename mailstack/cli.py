@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mailstack.problems import InputError
+from mailstack.cli_local import local_app
 
 app = typer.Typer(help="Move an organisation's mail to a new mail host on AWS, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 roster_app = typer.Typer(help="Check and prepare mailbox rosters.", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
+app.add_typer(local_app, name="local")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

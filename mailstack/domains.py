@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import re
 import unicodedata
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and rosters repeat the same few values
 def normalise_domain(text: str, *, example: str = "example.co.jp") -> str:
     """A domain lower-cased with IDNA labels as A-labels; ValueError (the reason) if invalid.
 

@@ -7,6 +7,7 @@ tested is what is deployed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from mailstack import records
 from mailstack.passwords import initial_password_hash
 from mailstack.roster import GeneratePassword, Mailbox, Roster
 from mailstack.settings import Settings
@@ -22,10 +24,30 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAIL_ROOT = "/var/mail/vmail"
 BUNDLE_FORMAT = 1
 
+VMAIL_UID = 5000
+"""uid and gid of the ``vmail`` user owning every Maildir (fixed, so Dovecot can pin ``first_valid_uid``)."""
+
+DKIM_SELECTOR = "mail"
+"""Default DKIM selector: the key is published at ``mail._domainkey.<domain>``.
+A key rotation publishes the new key under a new selector first, then switches."""
+
+DKIM_PORT = 8891
+"""OpenDKIM's milter port, on a loopback address only."""
+
+TLS_CIPHERS = ":".join((
+    # Mozilla's "intermediate" TLS 1.2 suites without DHE: forward secret, AEAD only.
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))
+MESSAGE_SIZE_LIMIT = 50 * 1024 * 1024
+
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
     autoescape=False,
 )
 
@@ -37,6 +59,36 @@ class HostFile:
     content: str
     mode: str = "0644"
     owner: str = "root:root"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the rendered host runs. The defaults are production; a local run changes only these.
+
+    ``root``: directory every configured path lives under ("" on the host;
+    a temporary directory on a local run, so nothing of the machine's own
+    /etc or /var is touched). ``address``: the one address the services
+    listen on (None: every interface; a local run has only its loopback
+    address). ``log_dir``: where the daemons write logs (None: syslog, as on
+    the host; no syslog runs on a local run). ``relayhost``: where outgoing
+    mail goes instead of the settings' relay (a local run has no DNS and no
+    internet, so it sends to a sink it runs itself).
+    The services run as the same users (postfix, dovecot, dovenull, vmail,
+    opendkim) in both places: the local run is started as root, as on the host.
+    """
+
+    root: str = ""
+    address: str | None = None
+    log_dir: str | None = None
+    relayhost: str | None = None
+
+    @property
+    def instance(self) -> str:
+        """Dovecot's instance name: local runs get their own, so several can run side by side."""
+        return "dovecot" if self.address is None else f"mailstack-{self.address}"
+
+
+PRODUCTION = Placement()
 
 
 def render(template: str, **context) -> str:
@@ -57,29 +109,116 @@ def passwd_line(mailbox: Mailbox, seed: str) -> str:
     return f"{mailbox.address}:{password_hash(mailbox, seed)}::::::{extra}"
 
 
+def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SELECTOR,
+                 relay_password_parameter: str | None = None, placement: Placement = PRODUCTION) -> dict:
+    """The values every host template is rendered with; ``placement`` moves a local run."""
+    root, host = placement.root, settings.host.name
+    relay = settings.relay
+    if placement.relayhost:
+        relay, relayhost = None, placement.relayhost
+    else:
+        relayhost = f"[{relay.host}]:{relay.port}" if relay else None
+    loopback = placement.address or "127.0.0.1"
+    web_names = records.certificate_names(settings)
+    return {
+        "host": host,
+        "primary_domain": settings.primary_domain,
+        "domains": settings.domains,
+        "contact": settings.contact,
+        "postmaster": f"postmaster@{settings.primary_domain}",
+        "root": root,
+        "inet_interfaces": placement.address or "all",
+        "inet_protocols": "all" if placement.address is None else ("ipv6" if ":" in placement.address else "ipv4"),
+        "dovecot_listen": placement.address or "*, ::",
+        "instance": placement.instance,
+        "log_dir": placement.log_dir,
+        "postfix_queue": f"{root}/var/spool/postfix",
+        "mail_root": root + MAIL_ROOT,
+        "vmail_uid": VMAIL_UID,
+        "tls_cert": f"{root}/etc/letsencrypt/live/{host}/fullchain.pem",
+        "tls_key": f"{root}/etc/letsencrypt/live/{host}/privkey.pem",
+        "tls_ciphers": TLS_CIPHERS,
+        "message_size_limit": MESSAGE_SIZE_LIMIT,
+        "dkim": dkim,
+        "dkim_selector": dkim_selector,
+        "dkim_key_path": f"/etc/opendkim/keys/{dkim_selector}.private",
+        "dkim_socket": f"inet:{DKIM_PORT}@{loopback}",
+        "dkim_milter": f"inet:{loopback}:{DKIM_PORT}",
+        "relay": relay,
+        "relayhost": relayhost,
+        "relay_password_parameter": relay_password_parameter,
+        "web": settings.web,
+        "web_names": web_names,
+        "certificate_names": web_names,
+    }
+
+
 def render_host_files(settings: Settings, roster: Roster, *, password_seed: str, mail_volume_id: str,
-                      relay_password_parameter: str | None = None) -> dict[str, HostFile]:
-    """Every file the bundle installs on the host, keyed by absolute path."""
+                      relay_password_parameter: str | None = None, dkim_private_key: str | None = None,
+                      dkim_selector: str = DKIM_SELECTOR, placement: Placement = PRODUCTION) -> dict[str, HostFile]:
+    """Every file the bundle installs on the host, keyed by its path on the host.
+
+    ``dkim_private_key`` is the PEM of the DKIM signing key (publish
+    :func:`dkim_txt_record` of it at ``<dkim_selector>._domainkey.<domain>``);
+    without it no DKIM files are rendered and mail goes out unsigned.
+    ``placement`` is for local runs: the keys stay the host's paths, the
+    contents point under ``placement.root`` (see :class:`Placement`).
+    """
+    ctx = host_context(settings, dkim=dkim_private_key is not None, dkim_selector=dkim_selector,
+                       relay_password_parameter=relay_password_parameter, placement=placement)
     aliases = sorted((alias, box.address) for box in roster for alias in box.aliases)
+    # Who may send as which address on 587/465: each mailbox as itself and as its aliases.
+    logins = sorted([(box.address, box.address) for box in roster] + aliases)
     host_json = {
         "host": settings.host.name,
         "domains": settings.domains,
-        "mail_root": MAIL_ROOT,
+        "mail_root": ctx["mail_root"],
         "mail_volume_id": mail_volume_id,
         "relay": settings.relay.model_dump() if settings.relay else None,
         "relay_password_parameter": relay_password_parameter,
     }
-    return {
+    files = {
         "/etc/mailstack/host.json": HostFile(json.dumps(host_json, indent=2, sort_keys=True) + "\n"),
         "/etc/dovecot/users": HostFile(
             "".join(passwd_line(box, password_seed) + "\n" for box in roster), "0640", "root:dovecot"
         ),
+        "/etc/dovecot/dovecot.conf": HostFile(render("dovecot/dovecot.conf.j2", **ctx)),
+        "/etc/postfix/main.cf": HostFile(render("postfix/main.cf.j2", **ctx)),
+        "/etc/postfix/master.cf": HostFile(render("postfix/master.cf.j2", **ctx)),
         "/etc/postfix/virtual_domains": HostFile("".join(f"{d} OK\n" for d in settings.domains)),
         "/etc/postfix/virtual_mailboxes": HostFile("".join(f"{box.address} OK\n" for box in roster)),
         "/etc/postfix/virtual_aliases": HostFile("".join(f"{alias} {target}\n" for alias, target in aliases)),
-        "/etc/systemd/system/postfix@-.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", mail_root=MAIL_ROOT)),
-        "/etc/systemd/system/dovecot.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", mail_root=MAIL_ROOT)),
+        "/etc/postfix/sender_logins": HostFile("".join(f"{sender} {login}\n" for sender, login in logins)),
+        "/etc/systemd/system/postfix@-.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", **ctx)),
+        "/etc/systemd/system/dovecot.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", **ctx)),
+        "/etc/systemd/system/mailstack-certificate.service": HostFile(render("certbot/mailstack-certificate.service.j2", **ctx)),
+        "/etc/letsencrypt/cli.ini": HostFile(render("certbot/cli.ini.j2", **ctx)),
+        "/etc/letsencrypt/renewal-hooks/deploy/mailstack-reload": HostFile(render("certbot/deploy-hook.j2", **ctx), "0755"),
+        "/etc/apt/apt.conf.d/20auto-upgrades": HostFile(render("apt/20auto-upgrades.j2", **ctx)),
+        "/etc/apt/apt.conf.d/52mailstack-unattended-upgrades": HostFile(render("apt/52mailstack-unattended-upgrades.j2", **ctx)),
     }
+    if dkim_private_key is not None:
+        files["/etc/opendkim.conf"] = HostFile(render("opendkim/opendkim.conf.j2", **ctx))
+        files["/etc/default/opendkim"] = HostFile(render("opendkim/default.j2", **ctx))
+        files[ctx["dkim_key_path"]] = HostFile(dkim_private_key, "0600", "opendkim:opendkim")
+    if settings.web:
+        files["/etc/nginx/conf.d/mailstack.conf"] = HostFile(render("nginx/mailstack.conf.j2", **ctx))
+        files["/var/www/mailstack/.well-known/mta-sts.txt"] = HostFile(records.mta_sts_policy(settings))
+        files["/var/www/mailstack/mail/config-v1.1.xml"] = HostFile(render("nginx/config-v1.1.xml.j2", **ctx))
+    return files
+
+
+def dkim_txt_record(private_key_pem: str) -> str:
+    """The DKIM public key TXT record value of an RSA private key: ``v=DKIM1; k=rsa; p=...``.
+
+    Longer than 255 characters for a 2048-bit key: DNS publishes it as
+    several strings of one TXT record.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
 def bundle_document(files: dict[str, HostFile]) -> str:
@@ -104,4 +243,5 @@ def user_data(settings: Settings, *, bucket: str, key: str, region: str) -> str:
         bootstrap=json.dumps({"bucket": bucket, "key": key, "region": region}, sort_keys=True),
         pull_script=(TEMPLATES / "host" / "mailstack-pull").read_text(),
         mail_root=MAIL_ROOT,
+        vmail_uid=VMAIL_UID,
     )

@@ -8,6 +8,8 @@ somebody.
 
 from __future__ import annotations
 
+import functools
+
 import re
 import unicodedata
 from fractions import Fraction
@@ -23,6 +25,7 @@ _SIZE = re.compile(r"([+-]?)(\d+(?:\.\d+)?|\.\d+)\s*([^\s\d.]*)", re.ASCII)
 _EXAMPLES = "write a number and a unit, e.g. 2G or 500M, or unlimited"
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and rosters repeat the same few values
 def parse_quota(text: str) -> int | None:
     """Bytes of a quota such as ``2G``, ``2 GiB``, ``500MB`` or ``1.5G``.
 

@@ -47,6 +47,16 @@ class Dkim:
     txt: str
 
 
+def dkim_public_key(public_key_pem: str) -> str:
+    """The base64 DER body of a PEM public key: the ``p=`` of a DKIM record."""
+    return "".join(line.strip() for line in public_key_pem.strip().splitlines() if not line.startswith("-----"))
+
+
+def dkim_value(public_key_pem: str) -> str:
+    """The DKIM TXT record value of an RSA public key."""
+    return f"v=DKIM1; k=rsa; p={dkim_public_key(public_key_pem)}"
+
+
 def spf_value(settings: Settings) -> str:
     """SPF of the stack's domains: old and new host until decommission, then the new host only."""
     terms = [f"a:{settings.host.name}"]
@@ -155,7 +165,9 @@ def domain_records(settings: Settings, domain: str, dkim: Dkim | None) -> list[R
             ))),
         ]
     if dkim is not None:
-        records.append(Record(f"{dkim.selector}._domainkey.{domain}", "TXT", (txt(dkim.txt),), ttl,
+        # The key may still be a Pulumi Output while the program declares the record.
+        value = dkim.txt.apply(txt) if hasattr(dkim.txt, "apply") else txt(dkim.txt)
+        records.append(Record(f"{dkim.selector}._domainkey.{domain}", "TXT", (value,), ttl,
                               f"DKIM: public key of selector {dkim.selector}, signing outgoing mail on the new host"))
     return records
 

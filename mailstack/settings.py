@@ -178,7 +178,9 @@ class Relay(_Model):
 
     host: Fqdn = Field(description="Relay host, e.g. email-smtp.eu-west-1.amazonaws.com.")
     port: Literal[25, 465, 587, 2587] = Field(587, description="Relay port.")
-    username: str | None = Field(None, description="SMTP AUTH user; its password is the secret mailstack:relay_password.")
+    # Postfix's sasl_passwd reads "host user:password": a space or colon in the user would break it.
+    username: Annotated[str, _pattern(r"[^\s:]{1,256}", "an SMTP user name without spaces or colons")] | None = Field(
+        None, description="SMTP AUTH user; its password is the secret mailstack:relay_password.")
 
 
 class Snapshots(_Model):

@@ -8,6 +8,7 @@ addresses) are stand-ins from documentation ranges.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -52,6 +53,20 @@ def _fake_id(kind: str, name: str) -> str:
     return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
 
 
+@functools.lru_cache(maxsize=None)
+def _key_pair(name: str) -> dict:
+    """A real RSA key pair, as pulumi-tls would make it (one per resource name)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return {"privateKeyPem": private, "publicKeyPem": public}
+
+
 class RecordingMocks(pulumi_mocks.Mocks):
     """Mocks that record resources and answer lookups with plausible values."""
 
@@ -82,6 +97,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
             state.update(arn=f"arn:aws:ssm:{self.region}:123456789012:parameter{args.inputs['name']}")
         elif typ == "random:index/randomPassword:RandomPassword":
             state["result"] = hashlib.sha256(name.encode()).hexdigest()[:48]
+        elif typ == "tls:index/privateKey:PrivateKey":
+            state.update(_key_pair(name))
         elif typ == "aws:ec2/eipDomainName:EipDomainName":
             state["ptrRecord"] = args.inputs.get("domainName", "") + "."
         return resource_id, state

@@ -9,6 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+import pulumi_tls as tls
 
 from mailstack import hostfiles, lifecycle, records
 from mailstack.firewall import ingress_rules
@@ -71,6 +72,8 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     zone_id = aws.route53.get_zone_output(name=settings.zone, private_zone=False).zone_id
 
     seed = random.RandomPassword(f"{name}-password-seed", length=48, special=False)
+    dkim_key = tls.PrivateKey(f"{name}-dkim", algorithm="RSA", rsa_bits=2048)
+    dkim = records.Dkim(hostfiles.DKIM_SELECTOR, dkim_key.public_key_pem.apply(records.dkim_value))
     parameters = []
     if relay_password is not None:
         parameters.append(aws.ssm.Parameter(
@@ -78,14 +81,14 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         ))
     volume = MailVolume(f"{name}-mail", settings=settings, availability_zone=availability_zone)
 
-    def files(seed_value: str, volume_id: str, parameter_name: str | None) -> str:
+    def files(seed_value: str, volume_id: str, dkim_pem: str, parameter_name: str | None) -> str:
         return hostfiles.bundle_document(hostfiles.render_host_files(
             settings, roster, password_seed=seed_value, mail_volume_id=volume_id,
-            relay_password_parameter=parameter_name,
+            relay_password_parameter=parameter_name, dkim_private_key=dkim_pem,
         ))
 
     document = pulumi.Output.all(
-        seed.result, volume.id, parameters[0].name if parameters else None,
+        seed.result, volume.id, dkim_key.private_key_pem, parameters[0].name if parameters else None,
     ).apply(lambda args: files(*args))
     bundle = ConfigBundle(f"{name}-bundle", document=document)
     firewall = MailFirewall(f"{name}-host", vpc_id=vpc_id, rules=ingress_rules(settings))
@@ -99,7 +102,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     host = MailHost(f"{name}-host", settings=settings, subnet_id=subnet_id, security_group_id=firewall.id,
                     user_data=user_data, policy=policy)
     volume.attach(host.instance.id)
-    wanted = records.desired_records(settings, ip=host.public_ip)
+    wanted = records.desired_records(settings, ip=host.public_ip, dkim=dkim)
     declared = []
     for record in wanted:
         values = list(record.values)
@@ -115,8 +118,9 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         old_server = OldMailServer(f"{name}-old-server", instance_id=settings.old_server.instance_id,
                                    phase=settings.phase)
 
-    planned = host.public_ip.apply(
-        lambda ip: [r.as_dict() for r in records.desired_records(settings, ip=ip)]
+    planned = pulumi.Output.all(host.public_ip, dkim.txt).apply(
+        lambda args: [r.as_dict() for r in records.desired_records(
+            settings, ip=args[0], dkim=records.Dkim(dkim.selector, args[1]))]
     )
     return {
         "phase": settings.phase,
@@ -129,6 +133,8 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         "mailboxes": len(roster),
         "dns_records": planned,
         "reverse_dns": dns.reverse.domain_name,
+        "dkim_selector": dkim.selector,
+        "dkim_public_key": dkim_key.public_key_pem.apply(records.dkim_public_key),
         "next_step": lifecycle.next_step(settings, stack),
         "old_server": old_server.status if old_server else f"{settings.old_server.host} is not in this AWS account",
     }

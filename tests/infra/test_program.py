@@ -211,7 +211,10 @@ def test_no_plaintext_password_or_hash_outside_a_pulumi_secret(tmp_path):
     import hashlib
     seed_value = hashlib.sha256(seed.name.encode()).hexdigest()[:48]
     plaintexts = {initial_password(seed_value, f"user{n}@example.com") for n in range(0, 20, 2)}
-    plaintexts |= {"relay-secret-value-123", seed_value}
+    from mailstack.infra.offline import _key_pair
+
+    dkim_private = _key_pair(evaluation.one("tls:index/privateKey:PrivateKey").name)["privateKeyPem"]
+    plaintexts |= {"relay-secret-value-123", seed_value, dkim_private.splitlines()[1]}
     found_secret = set()
     for resource in evaluation.resources:
         for text, secret in walk_strings(resource.inputs):
@@ -232,6 +235,22 @@ def test_user_data_is_small_and_holds_no_mailbox_data(tmp_path):
     assert len(user_data.encode()) < 16 * 1024
     assert user_data.startswith("#cloud-config\n")
     assert "user1@example.com" not in user_data and "$6$" not in user_data and "{SSHA512}" not in user_data
+
+
+def test_each_domain_publishes_the_public_half_of_the_bundles_dkim_key(evaluation):
+    from cryptography.hazmat.primitives import serialization
+
+    files = json.loads(reveal(evaluation.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["content"]))["files"]
+    key_file = files["/etc/opendkim/keys/mail.private"]
+    assert key_file["mode"] == "0600" and key_file["owner"] == "opendkim:opendkim"
+    private = serialization.load_pem_private_key(key_file["content"].encode(), password=None)
+    der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    (record,) = [r for r in evaluation.of_type("aws:route53/record:Record") if r.name == "mail._domainkey.example.com-TXT"]
+    value = f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    assert record.inputs["records"] == ['""'.join(value[i:i + 255] for i in range(0, len(value), 255))]
+    assert evaluation.outputs["dkim_public_key"] == base64.b64encode(der).decode()
 
 
 # --------------------------------------------------------- scale, outputs

@@ -1,0 +1,337 @@
+"""The rendered mail host, run for real on one loopback address: Postfix, Dovecot, OpenDKIM.
+
+The files are exactly those of the config bundle (:func:`render_host_files`),
+laid out by the host's own ``mailstack-pull`` under a temporary root. Only
+the :class:`~mailstack.hostfiles.Placement` differs from production: the
+root directory, the listen address, log files instead of syslog, and where
+outgoing mail goes. The services run as the same users as on the host, so a
+local run needs root (as the host does).
+
+Used by the integration tests and by ``mailstack local up/down``.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.machinery
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import contextlib
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from mailstack import hostfiles
+from mailstack.hostfiles import DKIM_PORT, VMAIL_UID, Placement
+from mailstack.local import loopback
+from mailstack.local.loopback import LoopbackAddress
+from mailstack.roster import GeneratePassword, Mailbox, Roster
+from mailstack.settings import Settings
+
+PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "imaps": 993, "pop3s": 995}
+
+# The program each Debian package brings that a local run needs.
+REQUIRED_PROGRAMS = (
+    ("/usr/sbin/postfix", "postfix"),
+    ("/usr/sbin/dovecot", "dovecot-core"),
+    ("/usr/lib/dovecot/imap", "dovecot-imapd"),
+    ("/usr/lib/dovecot/pop3", "dovecot-pop3d"),
+    ("/usr/lib/dovecot/lmtp", "dovecot-lmtpd"),
+    ("/usr/sbin/opendkim", "opendkim"),
+    ("/usr/bin/openssl", "openssl"),
+    ("/usr/sbin/ip", "iproute2"),
+)
+START_TIMEOUT = 20.0
+# Local roots live here, not in /tmp: OpenDKIM refuses a key below a directory others can write to.
+LOCAL_BASE = Path("/run/mailstack-local")
+
+
+class LocalHostError(Exception):
+    """A local run cannot start or stop; the message says what to do."""
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def missing_packages(exists: Callable[[str], bool] = os.path.exists) -> list[str]:
+    """Debian packages a local run needs that are not installed."""
+    return [package for program, package in REQUIRED_PROGRAMS if not exists(program)]
+
+
+def with_test_mailbox(roster: Roster, domain: str) -> tuple[Roster, Mailbox]:
+    """The roster and a mailbox with a generated password for a local run to hand out.
+
+    The roster's first ``generate`` mailbox; when it has none, a
+    ``mailstack-test@<domain>`` mailbox is added.
+    """
+    for box in roster:
+        if isinstance(box.password, GeneratePassword):
+            return roster, box
+    box = Mailbox(f"mailstack-test@{domain}", "mailstack test", None, "imap", (), GeneratePassword(), "local run")
+    return replace(roster, mailboxes=(*roster.mailboxes, box)), box
+
+
+# ---------------------------------------------------------------- the running host
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    """A local host: where its files are and which address it serves."""
+
+    root: Path
+    address: str
+    added_address: bool
+    host: str
+
+    @property
+    def ca_cert(self) -> Path:
+        """The self-signed certificate every service presents: the CA a client trusts."""
+        return self.root / f"etc/letsencrypt/live/{self.host}/fullchain.pem"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "var/log"
+
+    @property
+    def postfix_dir(self) -> Path:
+        return self.root / "etc/postfix"
+
+    @property
+    def dovecot_conf(self) -> Path:
+        return self.root / "etc/dovecot/dovecot.conf"
+
+    def logs(self, lines: int = 30) -> str:
+        """The end of every log file, for failure messages."""
+        parts = []
+        for log in sorted(self.log_dir.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def stop(self, *, remove: bool = True) -> list[str]:
+        """Stop every daemon, then remove the root directory and the address if this run added them.
+
+        Returns the problems met (empty when all went well); never raises, so
+        it can always run in a ``finally``.
+        """
+        problems = []
+        # SIGTERM to each master is what `postfix stop` and `doveadm stop` send; it also works
+        # when a start failed half-way and a config does not parse.
+        pids = [self._pid(relative) for relative in
+                ("var/spool/postfix/pid/master.pid", "run/dovecot/master.pid", "run/opendkim/opendkim.pid")]
+        _terminate([pid for pid in pids if pid])
+        # Children may hold a listening socket a moment longer than their master.
+        deadline = time.monotonic() + 10
+        while _busy_port(self.address, [*PORTS.values(), DKIM_PORT]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        busy = _busy_port(self.address, [*PORTS.values(), DKIM_PORT])
+        if busy:
+            problems.append(f"port {busy} on {self.address} is still in use after stopping")
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.parent.rmdir()  # only when no other local host is left
+        if self.added_address:
+            address = LoopbackAddress(self.address)
+            address.added = True
+            address.remove()
+            if loopback.is_present(self.address):
+                problems.append(f"could not remove {self.address}: run ip addr del {self.address}/32 dev lo")
+        return problems
+
+    def _pid(self, relative: str) -> int | None:
+        try:
+            return int((self.root / relative).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _terminate(pids: list[int], timeout: float = 15.0) -> None:
+    """SIGTERM to all at once (OpenDKIM alone takes about 6 s to exit), then wait; SIGKILL after ``timeout``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- starting
+
+
+def preflight() -> None:
+    """Refuse early, in one line each, what would make a local run fail later."""
+    if os.geteuid() != 0:
+        raise LocalHostError("a local host must be started as root (it runs Postfix and Dovecot as their own users "
+                             "and adds a loopback address): run it with sudo")
+    missing = missing_packages()
+    if missing:
+        raise LocalHostError(f"missing Debian package{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+                             f"run apt-get install -y {' '.join(missing)}")
+
+
+def prepare_system() -> None:
+    """Once per machine, idempotently: the vmail user and the main.cf Postfix insists on."""
+    try:
+        uid = pwd.getpwnam("vmail").pw_uid
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--uid", str(VMAIL_UID), "--user-group", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "vmail"], check=True, capture_output=True)
+        uid = VMAIL_UID
+    if uid != VMAIL_UID:
+        raise LocalHostError(f"user vmail has uid {uid}, but the host configuration pins {VMAIL_UID}: "
+                             f"change it with usermod -u {VMAIL_UID} vmail")
+    # Postfix commands read the default main.cf even when given another directory.
+    main_cf = Path("/etc/postfix/main.cf")
+    if not main_cf.exists():
+        main_cf.touch()
+
+
+def _busy_port(address: str, ports) -> int | None:
+    """The first of ``ports`` something listens on at ``address``."""
+    for port in ports:
+        with socket.socket() as probe:
+            # SO_REUSEADDR: closed connections in TIME_WAIT do not count, a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return port
+    return None
+
+
+def _wait_for_ports(address: str, ports, timeout: float) -> list[int]:
+    """Ports still closed after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    waiting = list(ports)
+    while waiting and time.monotonic() < deadline:
+        for port in list(waiting):
+            try:
+                socket.create_connection((address, port), timeout=0.5).close()
+                waiting.remove(port)
+            except OSError:
+                pass
+        if waiting:
+            time.sleep(0.1)
+    return waiting
+
+
+def _pull_script():
+    """The host's own bundle writer (templates/host/mailstack-pull), loaded as a module."""
+    path = hostfiles.TEMPLATES / "host" / "mailstack-pull"
+    loader = importlib.machinery.SourceFileLoader("mailstack_pull", str(path))
+    spec = importlib.util.spec_from_loader("mailstack_pull", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def _run(command: list[str], what: str) -> None:
+    # Output to a file, not a pipe: a daemon inherits it, and reading a pipe would wait for the daemon to exit.
+    with tempfile.TemporaryFile("w+") as output:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        if result.returncode != 0:
+            output.seek(0)
+            raise LocalHostError(f"{what} failed ({' '.join(command)}): {output.read().strip()}")
+
+
+def _lay_out(root: Path, host: str, address: str, files: dict[str, hostfiles.HostFile]) -> None:
+    """Write the bundle under ``root`` as the host would, plus what the Debian packages and certbot provide there."""
+    _pull_script().apply(hostfiles.bundle_document(files), str(root))
+    for directory, owner in (("var/spool/postfix", "root"), ("var/lib/postfix", "postfix"), ("var/log", "root"),
+                             ("var/lib/dovecot", "root"), ("run/opendkim", "opendkim"),
+                             (hostfiles.MAIL_ROOT.lstrip("/"), "vmail")):
+        path = root / directory
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.chown(path, owner, owner)
+    (root / hostfiles.MAIL_ROOT.lstrip("/")).chmod(0o750)
+    # What certbot would obtain on the host: a self-signed certificate for the host name (and the address).
+    live = root / f"etc/letsencrypt/live/{host}"
+    live.mkdir(parents=True, exist_ok=True)
+    _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", f"/CN={host}",
+          "-addext", f"subjectAltName=DNS:{host},IP:{address}",
+          "-keyout", str(live / "privkey.pem"), "-out", str(live / "fullchain.pem")], "making the test certificate")
+    (live / "privkey.pem").chmod(0o600)
+
+
+def new_dkim_key() -> str:
+    """A fresh 2048-bit RSA DKIM signing key (PEM), as the Pulumi program's key would be."""
+    result = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                            capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def start(settings: Settings, roster: Roster, *, address: str, password_seed: str,
+          dkim_private_key: str | None = None, relayhost: str | None = None) -> LocalHost:
+    """Start the rendered host on ``address`` (standard ports) under a new temporary root.
+
+    ``relayhost`` (e.g. ``[127.0.3.2]:25``) receives all outgoing mail.
+    Raises :class:`LocalHostError` with the daemons' log when something does
+    not come up; everything started so far is stopped and removed first.
+    """
+    preflight()
+    try:
+        loopback_address = LoopbackAddress(address)
+    except ValueError as exc:
+        raise LocalHostError(str(exc)) from None
+    prepare_system()
+    loopback_address.add()
+    LOCAL_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{address}-", dir=LOCAL_BASE))
+    # Daemons running as postfix, dovecot, vmail and opendkim must traverse it.
+    root.chmod(0o755)
+    local = LocalHost(root, address, loopback_address.added, settings.host.name)
+    try:
+        busy = _busy_port(address, [*PORTS.values(), DKIM_PORT])
+        if busy:
+            raise LocalHostError(f"port {busy} on {address} is already in use (another mail server?): "
+                                 f"see ss -ltnp 'sport = :{busy}'")
+        placement = Placement(root=str(root), address=address, log_dir=str(local.log_dir), relayhost=relayhost)
+        files = hostfiles.render_host_files(settings, roster, password_seed=password_seed, mail_volume_id="local",
+                                            dkim_private_key=dkim_private_key or new_dkim_key(), placement=placement)
+        _lay_out(root, settings.host.name, address, files)
+        _run(["postfix", "-c", str(local.postfix_dir), "set-permissions"], "postfix set-permissions")
+        _run(["opendkim", "-x", str(root / "etc/opendkim.conf")], "starting OpenDKIM")
+        _run(["dovecot", "-c", str(local.dovecot_conf)], "starting Dovecot")
+        _run(["postfix", "-c", str(local.postfix_dir), "start"], "starting Postfix")
+        closed = _wait_for_ports(address, [*PORTS.values(), DKIM_PORT], START_TIMEOUT)
+        if closed:
+            raise LocalHostError(f"ports {', '.join(map(str, closed))} on {address} did not open")
+    except BaseException as exc:
+        logs = local.logs() if root.exists() else ""
+        local.stop()
+        if isinstance(exc, LocalHostError):
+            raise LocalHostError(f"{exc}\n{logs}".strip()) from None
+        raise
+    return local
+
+
+@contextmanager
+def running(settings: Settings, roster: Roster, **kwargs) -> Iterator[LocalHost]:
+    """:func:`start` the host, and stop it and remove what it added however the block ends."""
+    local = start(settings, roster, **kwargs)
+    try:
+        yield local
+    finally:
+        local.stop()
