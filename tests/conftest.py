@@ -25,6 +25,20 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} is not installed (scripts/bootstrap installs it)")
 
 
+def require_root_and_packages() -> None:
+    """The real mail host needs root and Debian's packages; in CI their absence is a failure."""
+    from mailstack.local import host as local
+
+    problem = "must run as root" if os.geteuid() != 0 else None
+    missing = local.missing_packages()
+    if missing:
+        problem = f"missing Debian packages {' '.join(missing)} (scripts/bootstrap installs them)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the mail host tests {problem}")
+        pytest.skip(f"the mail host tests {problem}")
+
+
 def write_roster(path: Path, count: int, *, domain: str = "example.com", generate_every: int = 2) -> Path:
     """A CSV roster of ``count`` mailboxes, every ``generate_every``-th with a generated password."""
     lines = ["address,name,quota,protocol,aliases,password"]

@@ -10,6 +10,7 @@ import socket
 import ssl
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 from email.message import EmailMessage
 
@@ -41,6 +42,7 @@ class _SMTP(smtplib.SMTP):
     def __init__(self, target: Target, port: int):
         self._target = target
         super().__init__(timeout=TIMEOUT)
+        self._host = target.host  # the name TLS checks the certificate against (smtplib keeps it from __init__)
         self.connect(target.host, port)
 
     def _get_socket(self, host, port, timeout):
@@ -51,6 +53,7 @@ class _SMTPS(smtplib.SMTP_SSL):
     def __init__(self, target: Target, port: int = 465):
         self._target = target
         super().__init__(timeout=TIMEOUT, context=tls_context(target))
+        self._host = target.host
         self.connect(target.host, port)
 
     def _get_socket(self, host, port, timeout):
@@ -122,14 +125,19 @@ def _old_tls_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # deprecated on purpose: the probe is that the server refuses them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     return context
 
 
 def _old_tls_accepted(target: Target, port: int) -> bool:
-    raw = _connect(target, port)
+    try:
+        raw = _connect(target, port)
+    except OSError:
+        return False  # a closed port accepts nothing; the ports check reports it
     try:
         if port == 587:
             smtp = raw.makefile("rwb")
@@ -212,16 +220,24 @@ def delivery(target: Target, *, wait: float = 30.0) -> list[Result]:
         except (smtplib.SMTPException, OSError) as exc:
             results.append(error(f"submission {port}", f"sending with AUTH failed: {exc}",
                                  "check the test mailbox's password and the submission service"))
-    found = _read_back_imap(target, list(sent.values()), wait)
+    if not sent:
+        return results
+    try:
+        found = _read_back_imap(target, list(sent.values()), wait)
+    except (imaplib.IMAP4.error, OSError) as exc:
+        return results + [error("IMAP 993", f"reading the mailbox failed: {exc}",
+                                "check the test mailbox's password and dovecot's imap service")]
     for port, probe in sent.items():
         if probe in found:
             results.append(ok(f"submission {port}", f"delivered and read over IMAP in {found[probe]:.1f} s"))
         else:
             results.append(error(f"submission {port}", f"accepted but not in the mailbox after {wait:.0f} s",
                                  "read the mail log on the host (LMTP delivery, quota)"))
-    if sent:
+    try:
         results.append(_read_back_pop(target, list(sent.values())))
-        _delete_probes(target, token)
+    except (poplib.error_proto, OSError) as exc:
+        results.append(error("POP3 995", f"reading the mailbox failed: {exc}", "check dovecot's pop3 service"))
+    _delete_probes(target, token)
     return results
 
 

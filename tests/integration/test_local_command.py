@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 
 from mailstack.cli import app
 from mailstack.local import host as local
-from tests.conftest import PROJECT
-from tests.integration.test_mail_host import require_root_and_packages
+from tests.conftest import PROJECT, require_root_and_packages
 
 pytestmark = pytest.mark.integration
 

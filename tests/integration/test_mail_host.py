@@ -28,7 +28,7 @@ from mailstack.local.sink import SmtpSink
 from mailstack.passwords import initial_password
 from mailstack.roster import load_roster
 from mailstack.settings import settings_from_values
-from tests.conftest import stack_values
+from tests.conftest import require_root_and_packages, stack_values
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +41,6 @@ ROSTER = f"""address,name,quota,protocol,aliases,password
 {BOB},Bob,unlimited,pop,,generate
 """
 OUTSIDE = "someone@example.org"
-
-
-def require_root_and_packages() -> None:
-    problem = "must run as root" if os.geteuid() != 0 else None
-    missing = local.missing_packages()
-    if missing:
-        problem = f"missing Debian packages {' '.join(missing)} (scripts/bootstrap installs them)"
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"the mail host tests {problem}")
-        pytest.skip(f"the mail host tests {problem}")
 
 
 @pytest.fixture(scope="module")

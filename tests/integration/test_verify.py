@@ -1,0 +1,226 @@
+"""`mailstack verify` against the real host (Postfix, Dovecot, OpenDKIM) and real DNS (Knot), failures injected for real."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailstack.cli import app
+from mailstack.checks import Status, Target, run_checks
+from mailstack.checks.dns import dns_checks
+from mailstack.checks.service import SERVICE_CHECKS, judge_certificate, tls_floor
+from mailstack.local import host as local
+from mailstack.local.dnsserver import AuthoritativeDns
+from mailstack.local.loopback import LoopbackAddress
+from mailstack.passwords import initial_password
+from mailstack.records import Dkim, desired_records, dkim_value
+from mailstack.roster import load_roster
+from mailstack.settings import settings_from_values
+from mailstack.zonefile import reverse_record, reverse_zone
+from tests.conftest import PROJECT, require_root_and_packages, require_tool, stack_values, write_roster
+
+pytestmark = pytest.mark.integration
+
+ADDRESS, DNS_ADDRESS, PERMISSIVE_ADDRESS = "127.0.3.21", "127.0.5.21", "127.0.3.22"
+SEED = "verify-seed-" + "x" * 36
+USER = "user1@example.com"
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return settings_from_values(stack_values("r.csv"), source="t")
+
+
+@pytest.fixture(scope="module")
+def dkim_key():
+    require_tool("openssl")
+    return local.new_dkim_key()
+
+
+@pytest.fixture(scope="module")
+def mail_host(tmp_path_factory, settings, dkim_key):
+    require_root_and_packages()
+    roster = load_roster(write_roster(tmp_path_factory.mktemp("r") / "r.csv", 3, generate_every=1), domains=settings.domains)
+    with local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=dkim_key) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def dns_server(settings, dkim_key):
+    require_tool("knotd")
+    public = subprocess.run(["openssl", "pkey", "-pubout"], input=dkim_key, capture_output=True, text=True, check=True).stdout
+    with AuthoritativeDns(DNS_ADDRESS, [settings.zone, reverse_zone(ADDRESS)]) as server:
+        server.serve(desired_records(settings, ip=ADDRESS, dkim=Dkim("mail", dkim_value(public)))
+                     + [reverse_record(ADDRESS, settings.host.name)])
+        server.public_key = dkim_value(public).split("p=")[1]
+        yield server
+
+
+@pytest.fixture
+def target(mail_host, dns_server):
+    return Target(host="mail.example.com", domain="example.com", address=ADDRESS, user=USER,
+                  password=initial_password(SEED, USER), cafile=str(mail_host.ca_cert), dns_server=dns_server.server,
+                  dkim_selector="mail", dkim_public_key=dns_server.public_key, mta_sts=True)
+
+
+def statuses(results) -> dict[str, Status]:
+    return {r.check: r.status for r in results}
+
+
+def postconf(host, *settings: str) -> None:
+    subprocess.run(["postconf", "-c", str(host.postfix_dir), *settings], check=True)
+    subprocess.run(["postfix", "-c", str(host.postfix_dir), "reload"], check=True, capture_output=True)
+
+
+# ------------------------------------------------------------------ healthy host
+
+
+def test_a_healthy_host_passes_every_check(target):
+    results = run_checks([*SERVICE_CHECKS, dns_checks], target)
+    failed = [r for r in results if r.status is not Status.OK]
+    assert failed == []
+    assert set(statuses(results)) >= {"port 25", "port 465", "port 587", "port 993", "port 995", "certificate",
+                                      "TLS 1.2 minimum", "AUTH only after STARTTLS", "no open relay", "submission 587",
+                                      "submission 465", "POP3 995", "host address", "reverse DNS", "SPF", "DKIM",
+                                      "DMARC", "MTA-STS", "TLS-RPT"}
+
+
+def test_verify_record_writes_evidence_of_this_host_on_success(target, mail_host, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT / "stacks", project / "stacks", ignore=shutil.ignore_patterns("evidence"))
+    shutil.copy(PROJECT / "Pulumi.yaml", project)
+    (project / "stacks/Pulumi.t.yaml").write_text(
+        (PROJECT / "stacks/Pulumi.dev.yaml").read_text().replace("mail-dev.example.com", "mail.example.com"))
+    (tmp_path / "pw").write_text(target.password + "\n")
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(app, [
+        "verify", "-s", "t", "--address", ADDRESS, "--user", USER, "--password-file", str(tmp_path / "pw"),
+        "--cafile", target.cafile, "--dns-server", target.dns_server, "--dkim-selector", "mail", "--record"])
+    assert result.exit_code == 0, result.output
+    evidence = json.loads((project / "stacks/evidence/t.json").read_text())["verification"]
+    der = ssl.PEM_cert_to_DER_cert(mail_host.ca_cert.read_text())
+    assert evidence["host_name"] == "mail.example.com" and evidence["host_ip"] == ADDRESS
+    assert evidence["certificate_sha256"] == hashlib.sha256(der).hexdigest()
+    assert datetime.fromisoformat(evidence["at"]) > datetime.now(timezone.utc) - timedelta(minutes=2)
+
+    (tmp_path / "pw").write_text("wrong password\n")
+    (project / "stacks/evidence/t.json").unlink()
+    failed = CliRunner().invoke(app, [
+        "verify", "-s", "t", "--address", ADDRESS, "--user", USER, "--password-file", str(tmp_path / "pw"),
+        "--cafile", target.cafile, "--dns-server", target.dns_server, "--record"])
+    assert failed.exit_code == 3 and "no evidence written" in failed.output
+    assert not (project / "stacks/evidence/t.json").exists()
+
+
+# ------------------------------------------------------------- injected failures
+
+
+def test_a_self_signed_certificate_is_not_trusted(target):
+    untrusted = Target(**{**vars(target), "cafile": None})
+    (result,) = [r for r in SERVICE_CHECKS[1](untrusted)]
+    assert result.status is Status.ERROR and result.detail.startswith("not trusted for mail.example.com")
+    assert "certificate for the host name from a public CA" in result.remedy
+
+
+def test_a_certificate_near_expiry_warns_then_fails():
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    assert judge_certificate("h", now + timedelta(days=60), now).status is Status.OK
+    assert judge_certificate("h", now + timedelta(days=10), now).status is Status.WARNING
+    assert judge_certificate("h", now + timedelta(days=3), now).status is Status.ERROR
+    assert judge_certificate("h", now - timedelta(days=1), now).status is Status.ERROR
+
+
+def test_a_relay_permitting_config_is_caught(target, mail_host):
+    # The classic open relay: "trusted" networks that are the whole internet.
+    names = ("mynetworks", "smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+    original = subprocess.run(["postconf", "-c", str(mail_host.postfix_dir), "-h", *names],
+                              check=True, capture_output=True, text=True).stdout.splitlines()
+    postconf(mail_host, "-e", "mynetworks=0.0.0.0/0",
+             "smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination",
+             "smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination")
+    try:
+        (result,) = SERVICE_CHECKS[4](target)
+        assert result.status is Status.ERROR and "accepted mail for example.net from anyone" in result.detail
+    finally:
+        postconf(mail_host, "-e", *(f"{name}={value}" for name, value in zip(names, original)))
+    (result,) = SERVICE_CHECKS[4](target)
+    assert result.status is Status.OK
+
+
+def test_auth_offered_before_starttls_is_caught(target, mail_host):
+    master = mail_host.postfix_dir / "master.cf"
+    original = master.read_text()
+    # Loosened on both layers: Postfix offers AUTH without TLS, and accepts plaintext mechanisms there.
+    master.write_text(original.replace("smtpd_tls_auth_only=yes", "smtpd_tls_auth_only=no\n"
+                                       "  -o smtpd_sasl_security_options=noanonymous")
+                      .replace("smtpd_tls_security_level=encrypt", "smtpd_tls_security_level=may"))
+    subprocess.run(["postfix", "-c", str(mail_host.postfix_dir), "reload"], check=True, capture_output=True)
+    try:
+        (result,) = SERVICE_CHECKS[3](target)
+        assert result.status is Status.ERROR and "port 587 offers AUTH in plain text" in result.detail
+    finally:
+        master.write_text(original)
+        subprocess.run(["postfix", "-c", str(mail_host.postfix_dir), "reload"], check=True, capture_output=True)
+
+
+def test_a_wrong_password_fails_delivery_with_its_remedy(target):
+    results = SERVICE_CHECKS[5](Target(**{**vars(target), "password": "not-the-password"}))
+    assert statuses(results) == {"submission 587": Status.ERROR, "submission 465": Status.ERROR}
+    assert all("password" in r.remedy for r in results)
+
+
+def test_a_server_accepting_tls_1_1_is_caught(tmp_path):
+    """A real TLS server that accepts TLS 1.1, on the IMAPS port of another address."""
+    require_tool("openssl")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "k.pem",
+                    "-out", tmp_path / "c.pem", "-days", "2", "-subj", "/CN=old.example.com"], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    address = LoopbackAddress(PERMISSIVE_ADDRESS)
+    address.add()
+    listeners = []
+    try:
+        for port in (465, 993, 995):
+            sock = socket.create_server((PERMISSIVE_ADDRESS, port))
+            listeners.append(sock)
+            threading.Thread(target=_serve_tls, args=(sock, context), daemon=True).start()
+        (result,) = tls_floor(Target(host="old.example.com", domain="example.com", address=PERMISSIVE_ADDRESS))
+        assert result.status is Status.ERROR and "TLS 1.0/1.1 accepted on port 465, 993, 995" in result.detail
+    finally:
+        for sock in listeners:
+            sock.close()
+        address.remove()
+
+
+def _serve_tls(sock, context) -> None:
+    try:
+        while True:
+            conn, _ = sock.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+    except OSError:
+        return
+
+
+def test_a_stopped_daemon_fails_its_ports_with_a_remedy(target, mail_host):
+    """Last: it stops Dovecot for the rest of the module."""
+    subprocess.run(["doveadm", "-c", str(mail_host.dovecot_conf), "stop"], check=True)
+    results = {r.check: r for r in SERVICE_CHECKS[0](target)}
+    assert results["port 993"].status is Status.ERROR and results["port 995"].status is Status.ERROR
+    assert "dovecot runs on the host" in results["port 993"].remedy
+    assert results["port 25"].status is Status.OK
