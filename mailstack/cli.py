@@ -158,8 +158,10 @@ def main() -> None:
     app()
 
 
-from mailstack.cli_verify import register as register_verify  # noqa: E402  (it imports this module's helpers)
+from mailstack.cli_sync import register as register_sync  # noqa: E402  (these import this module's helpers)
+from mailstack.cli_verify import register as register_verify  # noqa: E402
 
+register_sync(app)
 register_verify(app)
 
 

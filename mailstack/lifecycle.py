@@ -117,6 +117,8 @@ def decommission_gate(settings: Settings, evidence: Evidence | None, now: dateti
         reasons.append("no final sync recorded: run mailstack sync -s ENV after the overlap")
     elif final.differences:
         reasons.append(f"the last sync found {final.differences} differences: sync again until it finds none")
+    elif first_seen is not None and final.at < first_seen:
+        reasons.append("the last sync ran before the new MX was served: sync again now")
     elif last_mail is not None and final.at < last_mail:
         reasons.append("mail reached the old server after the last sync: sync again")
     if evidence.backup_at is None:

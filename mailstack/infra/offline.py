@@ -8,6 +8,8 @@ addresses) are stand-ins from documentation ranges.
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import hashlib
 import json
@@ -208,6 +210,9 @@ def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", s
     """
     from mailstack.infra import program
 
+    # Pulumi's mocks run on the thread's current event loop; an earlier asyncio.run() (a sync in the
+    # same process) leaves none behind.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = RecordingMocks(region, lookups)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)

@@ -123,6 +123,13 @@ def test_decommission_when_mail_arrived_after_the_final_sync_is_refused():
     assert decommission_gate(settings(), evidence, NOW).reasons == ("mail reached the old server after the last sync: sync again",)
 
 
+def test_decommission_after_a_sync_from_before_the_cutover_is_refused():
+    evidence = ready_for_decommission(final_sync=FinalSync(at=NOW - timedelta(days=20), differences=0),
+                                      old_server_last_mail_at=None)
+    assert decommission_gate(settings(), evidence, NOW).reasons == (
+        "the last sync ran before the new MX was served: sync again now",)
+
+
 def test_decommission_without_a_backup_is_refused():
     decision = decommission_gate(settings(), ready_for_decommission(backup_at=None), NOW)
     assert decision.reasons == ("no backup of the old server recorded: run mailstack backup",)

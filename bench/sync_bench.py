@@ -1,0 +1,367 @@
+"""Benchmark: mailstack sync against mbsync and doveadm backup, on the same corpus and servers.
+
+One "old" Dovecot (127.0.6.1) gets a seeded corpus written straight into its
+Maildirs; each tool copies it to a fresh "new" Dovecot of its own
+(127.0.6.2 mailstack, .3 mbsync, .4 doveadm), 5 mailboxes at once, then runs
+again with nothing to do. Peak RSS is the tool's own processes (GNU time),
+never the servers'. Fidelity compares what a client sees on both sides:
+folders, and per message its bytes digest, flags and internal date.
+Targets: mailstack no-op re-sync of 10,000 messages < 1 s, peak RSS < 100 MB.
+
+    .venv/bin/python bench/sync_bench.py [--small] [--users 5] [--messages 10000] [--megabytes 327] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import email.header
+import email.utils
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from mailstack.imap import utf7  # noqa: E402
+from mailstack.local.imapserver import DovecotImap, User  # noqa: E402
+
+OLD = "127.0.6.1"
+NEW = {"mailstack": "127.0.6.2", "mbsync": "127.0.6.3", "doveadm": "127.0.6.4"}
+FOLDERS = {"INBOX": 40, "Sent": 20, "Archive/2023": 15, "Archive/2024 日本": 15, "Projets/Été": 10}
+KEYWORDS = ("$Forwarded", "$Label1", "Important")  # Maildir letters a, b, c
+WORDS = ("the meeting budget invoice report draft review café naïve 日本 quarterly server migration please "
+         "attached thanks regards schedule Zürich déjà vu project update").split()
+MAILSTACK = PROJECT / ".venv" / "bin" / "mailstack"
+# Used only when `mailstack sync` is not registered in the CLI: the engine, in a child of its own.
+ENGINE_CHILD = """
+import json, sys
+from pathlib import Path
+from mailstack.sync.accounts import read_accounts
+from mailstack.sync.engine import Server, SyncOptions, run_sync
+accounts, _ = read_accounts(Path(sys.argv[1]))
+results = run_sync(accounts, Server(sys.argv[2], 143, False), Server(sys.argv[3], 143, False),
+                   SyncOptions(state_dir=Path(sys.argv[4]), jobs=int(sys.argv[5])))
+print(json.dumps({"mailboxes": [r.to_dict() for r in results]}))
+"""
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def message_sizes(rng: random.Random, count: int, total: int) -> list[int]:
+    """Most messages a few KB, about 3% 100 KB-1.5 MB, 0.3% 2-5 MB; scaled to ``total`` bytes."""
+    sizes = []
+    for _ in range(count):
+        r = rng.random()
+        if r < 0.003:
+            sizes.append(rng.uniform(2e6, 5e6))
+        elif r < 0.03:
+            sizes.append(rng.uniform(100e3, 1.5e6))
+        else:
+            sizes.append(min(rng.lognormvariate(math.log(5000), 0.8), 90e3))
+    scale = total / sum(sizes)
+    return [max(1024, int(s * scale)) for s in sizes]
+
+
+def make_message(rng: random.Random, text: bytes, n: int, user: str, size: int, when: int, with_id: bool) -> bytes:
+    """A plain-text message, or multipart with a base64 attachment when large; about ``size`` bytes."""
+    subject = rng.choice(("Budget", "Réunion du lundi", "日本 trip", "Re: invoice", "Quarterly report"))
+    head = (f"From: {rng.choice(('alice', 'bob', 'chloé'))} <sender{n % 97}@example.com>\n"
+            f"To: {user}@example.org\nSubject: {email.header.Header(subject, 'utf-8').encode()} #{n}\n"
+            f"Date: {email.utils.formatdate(when)}\n"
+            + (f"Message-ID: <{n}.{when}@bench.example>\n" if with_id else "") + "MIME-Version: 1.0\n")
+    start = rng.randrange(0, len(text) - 100_000)
+    start = text.index(b"\n", start) + 1
+    if size < 20_000:
+        body = text[start:start + max(0, size - len(head.encode()) - 80)]
+        return (head + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n").encode() + body
+    attachment = base64.encodebytes(rng.randbytes(size * 3 // 4 - 2000))
+    return (head + 'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain; charset=utf-8\n'
+            'Content-Transfer-Encoding: 8bit\n\n').encode() + text[start:start + 1000] + (
+        f'\n--b\nContent-Type: application/octet-stream; name="file{n}.bin"\nContent-Transfer-Encoding: base64\n\n'
+    ).encode() + attachment + b"--b--\n"
+
+
+def folder_dir(server: DovecotImap, user: str, folder: str) -> Path:
+    path = server.maildir(user)
+    return path if folder == "INBOX" else path / ("." + ".".join(utf7.encode(p) for p in folder.split("/")))
+
+
+def generate(server: DovecotImap, users: list[User], count: int, total: int, seed: int) -> dict:
+    """Write the corpus into the old server's Maildirs (flags, keywords, dates in the file names/mtimes)."""
+    rng = random.Random(seed)
+    text = "".join(" ".join(rng.choices(WORDS, k=12)) + "\n" for _ in range(40_000)).encode()
+    sizes = message_sizes(rng, count, total)
+    names, weights = list(FOLDERS), list(FOLDERS.values())
+    stats = Counter()
+    for u, user in enumerate(users):
+        for folder in names:  # doveadm first: it makes the Maildir root, owned by the mail user
+            if folder != "INBOX":
+                server.create_folder(user.name, folder)
+        for folder in names:
+            (folder_dir(server, user.name, folder) / "cur").mkdir(parents=True, exist_ok=True)
+            (folder_dir(server, user.name, folder) / "dovecot-keywords").write_text(
+                "".join(f"{i} {k}\n" for i, k in enumerate(KEYWORDS)))
+        for n in range(u, count, len(users)):
+            folder = rng.choices(names, weights)[0]
+            when = rng.randrange(1420070400, 1735603200)  # 2015-2024
+            with_id = rng.random() > 0.15
+            flags = [f for f, p in (("\\Seen", 0.75), ("\\Answered", 0.12), ("\\Flagged", 0.06)) if rng.random() < p]
+            if folder == "Sent" and rng.random() < 0.05:
+                flags.append("\\Draft")
+            body = make_message(rng, text, n, user.name, sizes[n], when, with_id)
+            unique = f"{when}.M{n}P{seed}.bench"
+            server.write_message(user.name, folder, body, flags=flags, internaldate=when, unique=unique)
+            if rng.random() < 0.08:  # a keyword: its Maildir letter after the system flags' letters
+                cur = folder_dir(server, user.name, folder) / "cur"
+                path = next(cur.glob(f"{unique}:2,*"))
+                path.rename(path.with_name(path.name + "abc"[rng.randrange(3)]))
+                stats["keywords"] += 1
+            stats["messages"] += 1
+            stats["bytes"] += len(body)
+            stats["without_message_id"] += not with_id
+            stats["over_1mb"] += len(body) > 1_000_000
+        server.resync(user.name)
+    return dict(stats, folders_per_user=len(names), largest=max(sizes))
+
+
+# ---------------------------------------------------------------- running the tools
+
+
+def run_parallel(commands: list[list[str]], work: Path, label: str) -> dict:
+    """Run commands at once, each under GNU time: wall time, peak RSS and CPU per process, exit codes, outputs."""
+    procs = []
+    started = time.perf_counter()
+    try:
+        for i, command in enumerate(commands):
+            out, rss = work / f"{label}-{i}.out", work / f"{label}-{i}.rss"
+            with open(out, "wb") as stdout:
+                # A session of its own, so an interrupted run kills the tool along with GNU time.
+                procs.append((subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", str(rss), *command],
+                                               stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True),
+                              out, rss))
+        codes = [p.wait() for p, _, _ in procs]
+    finally:
+        for p, _, _ in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    wall = time.perf_counter() - started
+    usage = [rss.read_text().splitlines()[-1].split() for _, _, rss in procs]  # last line: "%M %U %S"
+    return {"wall_s": wall, "peak_rss_kb": [int(u[0]) for u in usage], "cpu_s": sum(float(u[1]) + float(u[2]) for u in usage),
+            "exit_codes": codes, "outputs": [o.read_text() for _, o, _ in procs]}
+
+
+def mailstack_commands(users: list[User], work: Path, target: str, jobs: int, use_cli: bool) -> list[list[str]]:
+    accounts = work / "accounts.csv"
+    accounts.write_text("source_user,source_password,target_user,target_password\n"
+                        + "".join(f"{u.name},{u.password},{u.name},{u.password}\n" for u in users))
+    if use_cli:
+        return [[str(MAILSTACK), "sync", "--source", f"imap://{OLD}:143", "--target", f"imap://{target}:143",
+                 "--accounts", str(accounts), "--jobs", str(jobs), "--state-dir", str(work / "state"), "--json"]]
+    return [[sys.executable, "-c", ENGINE_CHILD, str(accounts), OLD, target, str(work / "state"), str(jobs)]]
+
+
+def mbsync_commands(users: list[User], work: Path, target: str) -> list[list[str]]:
+    """One mbsyncrc and one mbsync process per user (RECIPES: Far :old:, Near :new:, Pull, PipelineDepth 50)."""
+    commands = []
+    for user in users:
+        state = work / "mbsync-state" / user.name
+        state.mkdir(parents=True)
+        stores = "".join(f"IMAPAccount {side}\nHost {host}\nPort 143\nUser {user.name}\nPass {user.password}\n"
+                         f"SSLType None\nPipelineDepth 50\n\nIMAPStore {side}\nAccount {side}\n\n"
+                         for side, host in (("old", OLD), ("new", target)))
+        rc = work / f"mbsyncrc-{user.name}"
+        rc.write_text(f"SyncState {state}/\n\n{stores}Channel {user.name}\nFar :old:\nNear :new:\nPatterns *\n"
+                      "Sync Pull\nCreate Near\nCopyArrivalDate yes\n")
+        commands.append(["mbsync", "-c", str(rc), "-q", user.name])
+    return commands
+
+
+def doveadm_commands(users: list[User], server: DovecotImap) -> list[list[str]]:
+    """Server-side pull into the new Dovecot from imapc: (RECIPES' command line)."""
+    return [["doveadm", "-c", str(server.conf), "-o", f"imapc_host={OLD}", "-o", "imapc_port=143",
+             "-o", f"imapc_user={u.name}", "-o", f"imapc_password={u.password}",
+             "-o", "imapc_features=rfc822.size fetch-headers", "backup", "-R", "-u", u.name, "imapc:"] for u in users]
+
+
+# ---------------------------------------------------------------- fidelity
+
+
+def fidelity(source: dict, target: dict) -> dict:
+    """Per-message differences (digest, flags, date together), then which aspect differs, then folders."""
+    missing = extra = 0
+    aspects = Counter()
+    folders_missing, folders_extra, subscriptions = [], [], 0
+    for user, snap in source.items():
+        theirs = target[user]
+        folders_missing += [f"{user}:{f}" for f in snap.folders.keys() - theirs.folders.keys()]
+        folders_extra += [f"{user}:{f}" for f in theirs.folders.keys() - snap.folders.keys()]
+        subscriptions += snap.subscribed != theirs.subscribed
+        for folder in snap.folders.keys() | theirs.folders.keys():
+            a, b = snap.folders.get(folder, Counter()), theirs.folders.get(folder, Counter())
+            missing += sum((a - b).values())
+            extra += sum((b - a).values())
+            for index, aspect in enumerate(("bytes", "flags", "date")):
+                aspects[aspect] += sum((_project(a, index) - _project(b, index)).values())
+    identical = not (missing or extra or folders_missing or folders_extra)
+    parts = ["messages identical" if not (missing or extra) else
+             f"{missing} messages missing or different, {extra} extra; differing: "
+             + ", ".join(f"{k} {v}" for k, v in aspects.items() if v)]
+    for what, names in (("folders missing", folders_missing), ("extra folders", folders_extra)):
+        if names:
+            parts.append(f"{len(names)} {what} (e.g. {', '.join(names[:2])})")
+    summary = "identical" if identical else "; ".join(parts)
+    if subscriptions:
+        summary += f"; subscriptions differ for {subscriptions} user(s)"
+    return {"identical": identical, "summary": summary, "missing_or_different": missing, "extra": extra,
+            "by_aspect": dict(aspects), "folders_missing": folders_missing, "folders_extra": folders_extra}
+
+
+def _project(messages: Counter, index: int) -> Counter:
+    """One aspect of (digest, flags, date) keys, counted."""
+    out = Counter()
+    for key, n in messages.items():
+        out[key[index]] += n
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench_tool(name: str, commands: list[list[str]], work: Path, corpus: dict, check) -> dict:
+    """Full copy, fidelity, no-op re-sync, fidelity again (a re-sync must neither lose nor duplicate)."""
+    full = run_parallel(commands, work, f"{name}-full")
+    after_full = check()
+    noop = run_parallel(commands, work, f"{name}-noop")
+    after_noop = check()
+    said = [line for run in (full, noop) for out in run["outputs"] for line in out.splitlines()
+            if line.strip() and " Info: " not in line and name != "mailstack"]
+    return {"full_s": full["wall_s"], "msgs_per_s": corpus["messages"] / full["wall_s"],
+            "mb_per_s": corpus["bytes"] / 1e6 / full["wall_s"], "processes": len(commands),
+            "peak_rss_mb": sum(full["peak_rss_kb"]) / 1024, "peak_rss_mb_max_process": max(full["peak_rss_kb"]) / 1024,
+            "cpu_s": full["cpu_s"], "noop_s": noop["wall_s"], "noop_cpu_s": noop["cpu_s"],
+            "exit_codes": {"full": full["exit_codes"], "noop": noop["exit_codes"]},
+            "fidelity": after_full, "fidelity_after_noop": after_noop, "said": sorted(set(said))[:20],
+            "_outputs": {"full": full["outputs"], "noop": noop["outputs"]}}
+
+
+def snapshot_check(server: DovecotImap, users: list[User], source: dict):
+    def check() -> dict:
+        try:
+            return fidelity(source, {u.name: server.snapshot(u.name) for u in users})
+        except Exception as exc:  # a target a client cannot read is a finding, not a reason to stop
+            return {"identical": False, "summary": f"snapshot of the target failed: {exc}"}
+    return check
+
+
+def table(report: dict) -> str:
+    c = report["corpus"]
+    lines = [f"corpus: {report['users']} users, {c['messages']} messages, {c['bytes'] / 1e6:.0f} MB, "
+             f"{c['folders_per_user']} folders/user, {c['without_message_id']} without Message-ID, "
+             f"{c['keywords']} with a keyword, {c['over_1mb']} over 1 MB (largest {c['largest'] / 1e6:.1f} MB); "
+             f"generated in {report['generate_s']:.1f} s",
+             f"{'tool':<10} {'full copy':>10} {'msgs/s':>8} {'MB/s':>7} {'CPU':>7} {'peak RSS':>16} {'no-op':>8}  fidelity"]
+    for name, r in report["tools"].items():
+        rss = f"{r['peak_rss_mb']:.0f} MB" + (f" ({r['processes']} procs)" if r["processes"] > 1 else "")
+        lines.append(f"{name:<10} {r['full_s']:>8.1f} s {r['msgs_per_s']:>8.0f} {r['mb_per_s']:>7.1f} "
+                     f"{r['cpu_s']:>5.1f} s {rss:>16} "
+                     f"{r['noop_s']:>6.2f} s  {r['fidelity']['summary']}")
+        if r["fidelity_after_noop"]["summary"] != r["fidelity"]["summary"]:
+            lines.append(f"  {name} after the no-op re-sync: {r['fidelity_after_noop']['summary']}")
+        if any(r["exit_codes"]["full"] + r["exit_codes"]["noop"]):
+            lines.append(f"  {name} exit codes: {r['exit_codes']}")
+        for line in r["said"]:
+            lines.append(f"  {name} said: {line}")
+    m = report["tools"].get("mailstack")
+    if m:
+        lines.append(f"mailstack via {report['mailstack_via']}; start-up alone {report['mailstack_startup_s']:.2f} s")
+        for run, totals in m.get("reports", {}).items():
+            lines.append(f"mailstack {run} run reported: {totals}")
+        lines.append(f"target no-op re-sync < 1 s: {'PASS' if m['noop_s'] < 1 else 'FAIL'} ({m['noop_s']:.2f} s); "
+                     f"target peak RSS < 100 MB: {'PASS' if m['peak_rss_mb'] < 100 else 'FAIL'} "
+                     f"({m['peak_rss_mb']:.0f} MB)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=10_000, help="in total, over all users")
+    parser.add_argument("--megabytes", type=float, default=327, help="corpus size in total")
+    parser.add_argument("--jobs", type=int, default=5, help="mailboxes at once (mailstack --jobs)")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--small", action="store_true", help="quick run: 500 messages, 16 MB")
+    parser.add_argument("--tools", default="mailstack,mbsync,doveadm")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args()
+    if args.small:
+        args.messages, args.megabytes = 500, 16
+    signal.signal(signal.SIGTERM, _interrupted)
+    users = [User(f"user{i}", f"pw-{i}-secret") for i in range(1, args.users + 1)]
+    tools = args.tools.split(",")
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-syncbench-")))
+        old = stack.enter_context(DovecotImap(OLD, users))
+        started = time.perf_counter()
+        corpus = generate(old, users, args.messages, int(args.megabytes * 1e6), args.seed)
+        report = {"users": args.users, "jobs": args.jobs, "corpus": corpus, "generate_s": time.perf_counter() - started,
+                  "tools": {}}
+        say(f"corpus: {corpus['messages']} messages, {corpus['bytes'] / 1e6:.0f} MB in {report['generate_s']:.1f} s")
+        source = {u.name: old.snapshot(u.name) for u in users}
+        use_cli = subprocess.run([str(MAILSTACK), "sync", "--help"], capture_output=True).returncode == 0
+        report["mailstack_via"] = "`mailstack sync` CLI" if use_cli else "run_sync in a python child (no CLI)"
+        t = time.perf_counter()
+        subprocess.run([str(MAILSTACK), "--help"] if use_cli else [sys.executable, "-c", "import mailstack.sync.engine"],
+                       capture_output=True)
+        report["mailstack_startup_s"] = time.perf_counter() - t
+        for name in tools:
+            say(f"{name}: starting its target server and syncing")
+            new = stack.enter_context(DovecotImap(NEW[name], users))
+            tool_work = work / name
+            tool_work.mkdir()
+            if name == "mailstack":
+                commands = mailstack_commands(users, tool_work, new.address, args.jobs, use_cli)
+            elif name == "mbsync":
+                commands = mbsync_commands(users, tool_work, new.address)
+            else:
+                commands = doveadm_commands(users, new)
+            result = bench_tool(name, commands, tool_work, corpus, snapshot_check(new, users, source))
+            outputs = result.pop("_outputs")
+            if name == "mailstack":
+                result["reports"] = {run: _mailstack_totals(outputs[run][0]) for run in ("full", "noop")}
+            report["tools"][name] = result
+            say(f"{name}: {result['full_s']:.1f} s, no-op {result['noop_s']:.2f} s, {result['fidelity']['summary']}")
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else table(report))
+    return 0
+
+
+def _interrupted(*_) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every server is stopped and every temp dir removed."""
+    raise KeyboardInterrupt
+
+
+def _mailstack_totals(output: str) -> dict:
+    """Copied, skipped, flag updates and errors from mailstack's JSON report (what the engine says it did)."""
+    try:
+        mailboxes = json.loads(output[output.index("{"):])["mailboxes"]
+    except (ValueError, KeyError):
+        return {"unparsed_output": output[-2000:]}
+    return {key: sum(m[key] for m in mailboxes) for key in ("copied", "bytes", "skipped", "flag_updates")} | {
+        "errors": [e for m in mailboxes for e in m["errors"]]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The accounts file: which source mailbox goes to which target mailbox, with both passwords.
+
+A CSV with the header ``source_user,source_password,target_user,target_password``.
+It holds plaintext passwords: keep it out of git and delete it after the
+migration. Problems name the file and line, never a password.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailstack.problems import InputError, Problem
+
+COLUMNS = ("source_user", "source_password", "target_user", "target_password")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One mailbox to sync; passwords never appear in its repr."""
+
+    source_user: str
+    source_password: str = field(repr=False)
+    target_user: str
+    target_password: str = field(repr=False)
+    where: str = ""
+
+
+def read_accounts(path: Path) -> tuple[list[Account], list[Problem]]:
+    """Valid rows, and one problem per bad row (file:line, what to fix).
+
+    A file that cannot be read at all (missing, wrong header) raises
+    :class:`InputError`: no row can be trusted then.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc))
+        raise InputError(f"accounts file {path}", [Problem(str(path), f"cannot read it: {reason}")]) from None
+    return parse_accounts(text, str(path))
+
+
+def parse_accounts(text: str, source: str) -> tuple[list[Account], list[Problem]]:
+    """Parse accounts CSV text; see :func:`read_accounts`."""
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None:
+        raise InputError(f"accounts file {source}", [Problem(source, f"empty; the first line must be {','.join(COLUMNS)}")])
+    if [h.strip().lower() for h in header] != list(COLUMNS):
+        raise InputError(f"accounts file {source}", [Problem(
+            f"{source}:1", f"the header must be exactly {','.join(COLUMNS)} (found {len(header)} columns)")])
+    accounts: list[Account] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for row in reader:
+        where = f"{source}:{reader.line_num}"
+        if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) != len(COLUMNS):
+            hint = ": quote a password that holds a comma" if len(row) > len(COLUMNS) else ""
+            problems.append(Problem(where, f"expected {len(COLUMNS)} fields, found {len(row)}{hint}"))
+            continue
+        source_user, source_password, target_user, target_password = (row[0].strip(), row[1], row[2].strip(), row[3])
+        empty = [name for name, value in zip(COLUMNS, (source_user, source_password, target_user, target_password))
+                 if not value]
+        if empty:
+            problems.append(Problem(where, f"{', '.join(empty)} empty"))
+            continue
+        if target_user.lower() in seen:
+            problems.append(Problem(where, f"target_user {target_user!r} already has a row at {seen[target_user.lower()]}"))
+            continue
+        seen[target_user.lower()] = where
+        accounts.append(Account(source_user, source_password, target_user, target_password, where))
+    return accounts, problems

@@ -1,0 +1,424 @@
+"""The sync engine: copies each mailbox from the source server to the target, incrementally.
+
+Per mailbox, one connection to each side. Per folder: compare with the state
+(:mod:`mailstack.sync.state`), recognise copies an interrupted run left
+without a state entry, copy the rest in batches (source FETCH and target
+MULTIAPPEND overlap, so both servers work at once), then carry flag changes.
+Several mailboxes run at once (``jobs``). A dropped connection is retried;
+what was copied before it is not copied again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from mailstack.imap import (
+    CommandFailed,
+    ConnectError,
+    ConnectionLost,
+    FolderStatus,
+    ImapConnection,
+    ImapError,
+    Listed,
+    Message,
+    NoSuchFolder,
+    OverQuota,
+)
+from mailstack.imap.wire import uid_set
+from mailstack.sync import plan
+from mailstack.sync.accounts import Account
+from mailstack.sync.plan import FolderPlan, FolderRules, FolderState
+from mailstack.sync.state import SyncState, state_file
+
+
+@dataclass(frozen=True)
+class Server:
+    """An IMAP endpoint: host, port, TLS (imaps) and the CA file to trust."""
+
+    host: str
+    port: int
+    tls: bool
+    cafile: str | None = None
+
+    def __str__(self) -> str:
+        return f"{'imaps' if self.tls else 'imap'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    state_dir: Path
+    rules: FolderRules = FolderRules()
+    since: date | None = None
+    dry_run: bool = False
+    jobs: int = 4
+    batch_bytes: int = 2 * 1024 * 1024
+    memory_bytes: int = 12 * 1024 * 1024  # message bytes held at once, over all mailboxes
+    batch_count: int = 250
+    retries: int = 3
+    timeout: float = 120.0
+
+
+@dataclass
+class FolderResult:
+    """What happened to one folder (or, in a dry run, what would)."""
+
+    name: str
+    target: str = ""
+    copied: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    flag_updates: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"folder": self.name, "target": self.target, "copied": self.copied, "bytes": self.bytes,
+                "skipped": self.skipped, "flag_updates": self.flag_updates, "errors": list(self.errors)}
+
+
+@dataclass
+class MailboxResult:
+    """One mailbox's outcome; ``in_sync`` is what the exit code is made of."""
+
+    source_user: str
+    target_user: str
+    dry_run: bool = False
+    error: str | None = None
+    retries: int = 0
+    folders: dict[str, FolderResult] = field(default_factory=dict)
+
+    def folder(self, name: str) -> FolderResult:
+        return self.folders.setdefault(name, FolderResult(name))
+
+    def total(self, key: str) -> int:
+        return sum(getattr(f, key) for f in self.folders.values())
+
+    @property
+    def errors(self) -> list[str]:
+        return ([self.error] if self.error else []) + [f"{f.name}: {e}" for f in self.folders.values() for e in f.errors]
+
+    @property
+    def in_sync(self) -> bool:
+        """No error, and (in a dry run) nothing left to copy or update."""
+        pending = self.dry_run and (self.total("copied") or self.total("flag_updates"))
+        return not self.errors and not pending
+
+    def to_dict(self) -> dict:
+        return {"source_user": self.source_user, "target_user": self.target_user, "in_sync": self.in_sync,
+                "dry_run": self.dry_run, "copied": self.total("copied"), "bytes": self.total("bytes"),
+                "skipped": self.total("skipped"), "flag_updates": self.total("flag_updates"),
+                "retries": self.retries, "errors": self.errors,
+                "folders": [f.to_dict() for f in self.folders.values()]}
+
+
+class ByteBudget:
+    """Message bytes in flight over all mailboxes, so that memory stays bounded whatever ``jobs`` is.
+
+    A batch larger than the whole budget still passes when nothing else is held.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, size: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    async def release(self, size: int) -> None:
+        async with self._changed:
+            self.used -= size
+            self._changed.notify_all()
+
+
+class Progress(Protocol):
+    """What the engine reports while it runs (the CLI draws it; tests ignore it)."""
+
+    def planned(self, mailbox: str, messages: int, size: int) -> None: ...
+    def advanced(self, mailbox: str, messages: int, size: int) -> None: ...
+    def finished(self, mailbox: str, result: MailboxResult) -> None: ...
+
+
+class NoProgress:
+    def planned(self, mailbox: str, messages: int, size: int) -> None:
+        pass
+
+    def advanced(self, mailbox: str, messages: int, size: int) -> None:
+        pass
+
+    def finished(self, mailbox: str, result: MailboxResult) -> None:
+        pass
+
+
+async def sync_all(accounts: Sequence[Account], source: Server, target: Server, options: SyncOptions,
+                   progress: Progress | None = None) -> list[MailboxResult]:
+    """Sync every account, ``options.jobs`` at a time; results in the accounts' order."""
+    progress = progress or NoProgress()
+    limit = asyncio.Semaphore(max(1, options.jobs))
+    budget = ByteBudget(options.memory_bytes)
+
+    async def one(account: Account) -> MailboxResult:
+        async with limit:
+            result = await sync_mailbox(account, source, target, options, progress, budget)
+            progress.finished(account.source_user, result)
+            return result
+
+    return list(await asyncio.gather(*(one(a) for a in accounts)))
+
+
+async def sync_mailbox(account: Account, source: Server, target: Server, options: SyncOptions,
+                       progress: Progress, budget: ByteBudget | None = None) -> MailboxResult:
+    """Sync one mailbox, retrying after a dropped connection; never raises for server trouble."""
+    result = MailboxResult(account.source_user, account.target_user, dry_run=options.dry_run)
+    path = state_file(options.state_dir, str(source), account.source_user, str(target), account.target_user)
+    state = SyncState(path)
+    budget = budget or ByteBudget(options.memory_bytes)
+    connected_once = False
+    try:
+        while True:
+            try:
+                run = _MailboxRun(account, source, target, options, progress, state, result, budget)
+                await run.connect()
+                connected_once = True
+                await run.sync()
+                result.error = None
+                return result
+            except (ConnectionLost, ConnectError) as exc:
+                # A server unreachable from the start is reported at once; a dropped session is retried.
+                if (isinstance(exc, ConnectError) and not connected_once) or result.retries >= options.retries:
+                    result.error = str(exc)
+                    return result
+                result.retries += 1
+                await asyncio.sleep(min(0.2 * 2 ** result.retries, 5.0))
+            except OverQuota as exc:
+                result.error = f"target over quota: raise the quota of {account.target_user} ({exc})"
+                return result
+            except ImapError as exc:
+                result.error = str(exc)
+                return result
+            finally:
+                await run.close()
+    finally:
+        state.close()
+
+
+class _MailboxRun:
+    """One attempt at one mailbox: two sessions, then every folder."""
+
+    def __init__(self, account: Account, source: Server, target: Server, options: SyncOptions,
+                 progress: Progress, state: SyncState, result: MailboxResult, budget: ByteBudget):
+        self.account, self.source, self.target, self.budget = account, source, target, budget
+        self.options, self.progress, self.state, self.result = options, progress, state, result
+        self.src: ImapConnection | None = None
+        self.tgt: ImapConnection | None = None
+        self.since_epoch = (int(datetime(options.since.year, options.since.month, options.since.day,
+                                         tzinfo=timezone.utc).timestamp()) if options.since else None)
+
+    async def connect(self) -> None:
+        self.src = await _login(self.source, self.account.source_user, self.account.source_password, "source",
+                                self.options.timeout)
+        self.tgt = await _login(self.target, self.account.target_user, self.account.target_password, "target",
+                                self.options.timeout)
+
+    async def close(self) -> None:
+        for connection in (self.src, self.tgt):
+            if connection is not None:
+                await connection.logout()
+
+    async def sync(self) -> None:
+        src, tgt = self.src, self.tgt
+        source_ns, target_ns = await src.namespace(), await tgt.namespace()
+        source_folders = [f for f in await src.list_folders() if f.selectable]
+        source_subscribed = await src.subscribed()
+        target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
+        target_subscribed = await tgt.subscribed()
+        plans = [plan.plan_folder(f.name, source_ns, target_ns, self.options.rules) for f in source_folders]
+        for missing in self.options.rules.missing_explicit(p.name for p in plans):
+            self.result.folder(missing).errors = ["no such folder on the source"]
+        for folder in plans:
+            if folder.target is None:
+                if folder.reason not in ("not included", "excluded"):
+                    self.result.folder(folder.name).errors = [folder.reason]
+                continue
+            result = self.result.folder(folder.name)
+            result.target = plan.normal_name(folder.target, target_ns)
+            result.errors = []
+            exists = folder.target in target_folders
+            if not exists and not self.options.dry_run:
+                await tgt.create(folder.target)
+                target_folders.add(folder.target)
+                exists = True
+            if (exists and folder.source in source_subscribed and folder.target not in target_subscribed
+                    and not self.options.dry_run):
+                await tgt.subscribe(folder.target)
+                target_subscribed.add(folder.target)
+            try:
+                await self.sync_folder(folder, result, exists)
+            except NoSuchFolder as exc:
+                result.errors.append(str(exc))
+            except OverQuota as exc:
+                result.errors.append(f"target over quota ({exc})")
+                raise
+            except CommandFailed as exc:
+                result.errors.append(str(exc))
+
+    async def sync_folder(self, folder: FolderPlan, result: FolderResult, target_exists: bool) -> None:
+        src, tgt, options = self.src, self.tgt, self.options
+        dry = options.dry_run
+        source_status = await src.status(folder.source)
+        target_status = await tgt.status(folder.target) if target_exists else FolderStatus(0, 1, 0)
+        loaded = self.state.load(folder.source)
+        state = plan.still_valid(loaded, source_status.uidvalidity, target_status.uidvalidity)
+        if state is not loaded and not dry:
+            self.state.reset(folder.source, state)
+        if plan.unchanged_since_last_run(state, source_status.uidvalidity, source_status.uidnext,
+                                         source_status.highestmodseq, self.since_epoch):
+            result.skipped = source_status.messages
+            return
+
+        await src.select(folder.source, readonly=True)
+        listed = await src.list_messages()
+        if options.since:
+            wanted = set(await src.search_since(options.since))
+            listed = [m for m in listed if m.uid in wanted]
+        new = plan.to_copy(listed, state)
+        if new:
+            new = await src.list_messages(uid_set(m.uid for m in new), details=True)
+            new.sort(key=lambda m: m.uid)
+        if new and target_exists and target_status.uidnext - 1 > state.target_seen:
+            recognised = await self.recognise(folder, state, new, listed)
+            new = [m for m in new if m.uid not in recognised]
+        changes = plan.flag_changes(listed, state)
+        # Messages an earlier attempt of this run copied are counted as copied, not skipped.
+        result.skipped = max(0, len(listed) - len(new) - result.copied)
+        if dry:
+            result.copied, result.bytes, result.flag_updates = len(new), sum(m.size for m in new), len(changes)
+            return
+
+        self.progress.planned(self.account.source_user, len(new), sum(m.size for m in new))
+        await self.copy(folder, state, new, result)
+        if changes:
+            await tgt.select(folder.target)
+            await tgt.store_flags(plan.group_by_flags(changes, state))
+            self.state.record(folder.source, state, [(uid, state.synced[uid][0], flags) for uid, flags in changes.items()])
+            result.flag_updates = len(changes)
+        if not result.errors:
+            state.complete = (source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq,
+                              self.since_epoch)
+        self.state.save(folder.source, state)
+
+    async def recognise(self, folder: FolderPlan, state: FolderState, new: list[Listed],
+                        listed: list[Listed]) -> set[int]:
+        """Source UIDs already on the target without a state entry (an interrupted run, a lost state file)."""
+        tgt, src = self.tgt, self.src
+        await tgt.select(folder.target, readonly=self.options.dry_run)
+        unknown = [m for m in await tgt.list_messages(f"{state.target_seen + 1}:*", details=True)
+                   if m.uid > state.target_seen]
+        source_uids, target_uids = plan.candidates(new, unknown)
+        pairs: dict[int, int] = {}
+        if source_uids:
+            source_headers = await src.fetch_headers(source_uids)
+            target_headers = await tgt.fetch_headers(target_uids)
+            by_uid = {m.uid: m for m in new}
+            target_by_uid = {m.uid: m for m in unknown}
+            pairs = plan.match_copies(
+                {u: plan.fingerprint(by_uid[u], h) for u, h in source_headers.items()},
+                {u: plan.fingerprint(target_by_uid[u], h) for u, h in target_headers.items()})
+        if not self.options.dry_run:
+            # Recorded with the target's flags: a differing source flag is then carried as a flag change.
+            target_flags = {m.uid: m.flags for m in unknown}
+            self.state.record(folder.source, state, [(s, t, target_flags[t]) for s, t in pairs.items()])
+            state.target_seen = max([state.target_seen] + [m.uid for m in unknown])
+            self.state.save(folder.source, state)
+        return set(pairs)
+
+    async def copy(self, folder: FolderPlan, state: FolderState, new: list[Listed], result: FolderResult) -> None:
+        """Fetch batch k+1 from the source while batch k is appended to the target; memory stays a few batches."""
+        if not new:
+            return
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        batches = plan.batches(new, max_bytes=self.options.batch_bytes, max_count=self.options.batch_count)
+
+        held = [0]  # bytes of the budget this folder holds (fetched, queued or being appended)
+
+        async def produce() -> None:
+            try:
+                for batch in batches:
+                    size = sum(m.size for m in batch)
+                    await self.budget.acquire(size)
+                    held[0] += size
+                    fetched = await self.src.fetch_messages([m.uid for m in batch])
+                    await queue.put((sorted(fetched, key=lambda m: m.uid), size))
+                await queue.put(None)
+            except Exception as exc:  # handed to the consumer, which raises it in its own task
+                await queue.put(exc)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                messages, size = item
+                del item
+                await self.append(folder, state, messages, result)
+                del messages
+                held[0] -= size
+                await self.budget.release(size)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+            if held[0]:
+                await self.budget.release(held[0])
+
+    async def append(self, folder: FolderPlan, state: FolderState, messages: list[Message], result: FolderResult) -> None:
+        if not messages:
+            return
+        try:
+            uids = await self.tgt.append_many(folder.target, messages)
+        except OverQuota:
+            raise
+        except CommandFailed:
+            if len(messages) == 1:
+                raise
+            # One bad message fails the whole MULTIAPPEND: find it by appending one at a time.
+            for message in messages:
+                try:
+                    await self.append(folder, state, [message], result)
+                except CommandFailed as exc:
+                    if isinstance(exc, OverQuota):
+                        raise
+                    result.errors.append(f"message UID {message.uid} refused by the target: {exc.server_text or exc}")
+            return
+        size = sum(len(m.body) for m in messages)
+        if uids is not None:
+            self.state.record(folder.source, state, [(m.uid, u, m.flags) for m, u in zip(messages, uids)])
+        else:
+            result.errors.append("the target does not report UIDs of appended messages (no UIDPLUS): run again "
+                                 "to recognise them")
+        result.copied += len(messages)
+        result.bytes += size
+        self.progress.advanced(self.account.source_user, len(messages), size)
+
+
+async def _login(server: Server, user: str, password: str, side: str, timeout: float) -> ImapConnection:
+    where = f"{side} {server}"
+    connection = await ImapConnection.open(server.host, server.port, tls=server.tls, cafile=server.cafile,
+                                           timeout=timeout, where=where)
+    try:
+        await connection.login(user, password)
+    except ImapError:
+        connection.close()
+        raise
+    return connection
+
+
+def run_sync(accounts: Sequence[Account], source: Server, target: Server, options: SyncOptions,
+             progress: Progress | None = None) -> list[MailboxResult]:
+    """Blocking entry point for the CLI and tests."""
+    return asyncio.run(sync_all(accounts, source, target, options, progress))

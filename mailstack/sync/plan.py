@@ -1,0 +1,230 @@
+"""Decisions of a sync, as pure functions: folder names, what to copy, which flags to change.
+
+The engine (:mod:`mailstack.sync.engine`) feeds them what the servers and the
+state say and carries out what they return.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Iterable, Mapping, Sequence
+
+from mailstack.imap import Listed, Namespace, utf7
+from mailstack.imap.wire import internaldate_epoch
+
+
+# ---------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class FolderRules:
+    """Which folders to sync and how to rename them.
+
+    Names here are Unicode, without the namespace prefix, with ``/`` between
+    levels (``INBOX``, ``Sent``, ``Archive/2024``), whatever the servers use.
+    ``renames`` maps a folder (and its subfolders) to a new name.
+    """
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    renames: tuple[tuple[str, str], ...] = ()
+
+    def missing_explicit(self, names: Iterable[str]) -> list[str]:
+        """Include patterns without wildcards that name no folder: the user expects those folders."""
+        present = set(names)
+        return [p for p in self.include if not _has_wildcard(p) and p not in present]
+
+
+def parse_rename(text: str) -> tuple[str, str]:
+    """``"Sent Items=Sent"`` -> ("Sent Items", "Sent"); ValueError says what is wrong."""
+    old, sep, new = text.partition("=")
+    old, new = old.strip().strip("/"), new.strip().strip("/")
+    if not sep or not old or not new:
+        raise ValueError(f"{text!r} is not a folder rename OLD=NEW (for example 'Sent Items=Sent')")
+    return old, new
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """A source folder and where it goes, or why it is left out."""
+
+    source: str            # wire name on the source
+    name: str              # Unicode name without prefix, "/" between levels
+    target: str | None     # wire name on the target; None when skipped
+    reason: str = ""       # why skipped
+
+
+def normal_name(wire_name: str, namespace: Namespace) -> str:
+    """Wire name -> Unicode name without the namespace prefix, ``/`` between levels."""
+    if wire_name.upper() == "INBOX":
+        return "INBOX"
+    name = wire_name
+    if namespace.prefix and name.startswith(namespace.prefix):
+        name = name[len(namespace.prefix):]
+    return "/".join(utf7.decode(part) for part in name.split(namespace.delimiter))
+
+
+def wire_name(name: str, namespace: Namespace) -> str:
+    """Unicode ``/`` name -> the server's wire name (prefix, delimiter, modified UTF-7)."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    return namespace.prefix + namespace.delimiter.join(utf7.encode(part) for part in name.split("/"))
+
+
+def renamed(name: str, renames: Sequence[tuple[str, str]]) -> str:
+    """Apply the first rename whose old name is the folder or one of its parents."""
+    for old, new in renames:
+        if name == old:
+            return new
+        if name.startswith(old + "/"):
+            return new + name[len(old):]
+    return name
+
+
+def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: FolderRules) -> FolderPlan:
+    """Where one source folder goes on the target, or why it is skipped."""
+    name = normal_name(source, source_ns)
+    if not any(fnmatch.fnmatchcase(name, p) for p in rules.include):
+        return FolderPlan(source, name, None, "not included")
+    if any(fnmatch.fnmatchcase(name, p) for p in rules.exclude):
+        return FolderPlan(source, name, None, "excluded")
+    new = renamed(name, rules.renames)
+    parts = new.split("/")
+    clash = [p for p in parts if target_ns.delimiter != "/" and target_ns.delimiter in p]
+    if clash:
+        return FolderPlan(source, name, None, f"the name part {clash[0]!r} contains the target's hierarchy "
+                                               f"separator {target_ns.delimiter!r}: rename it with --map")
+    return FolderPlan(source, name, wire_name(new, target_ns))
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass
+class FolderState:
+    """What the last runs recorded for one source folder."""
+
+    source_uidvalidity: int = 0
+    target_uidvalidity: int = 0
+    # source UID -> (target UID, the source flags last carried over)
+    synced: dict[int, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    # highest target UID already examined (copied by us or found there)
+    target_seen: int = 0
+    # source (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) and since-cutoff of the last complete run, if any
+    complete: tuple[int, int, int, int | None] | None = None
+
+
+def still_valid(state: FolderState, source_uidvalidity: int, target_uidvalidity: int) -> FolderState:
+    """The state, or a fresh one when either side's UIDVALIDITY changed (UIDs mean nothing any more)."""
+    if state.source_uidvalidity == source_uidvalidity and state.target_uidvalidity == target_uidvalidity:
+        return state
+    return FolderState(source_uidvalidity, target_uidvalidity)
+
+
+def unchanged_since_last_run(state: FolderState, uidvalidity: int, uidnext: int, highestmodseq: int | None,
+                             since: int | None) -> bool:
+    """True when the source folder is exactly as the last complete run left it (no new message, no flag change).
+
+    Needs HIGHESTMODSEQ (CONDSTORE): without it every folder is listed. A run
+    with an earlier ``since`` than the last one must look again.
+    """
+    if state.complete is None or highestmodseq is None:
+        return False
+    done_validity, done_next, done_modseq, done_since = state.complete
+    covered = done_since is None or (since is not None and since >= done_since)
+    return (done_validity, done_next, done_modseq) == (uidvalidity, uidnext, highestmodseq) and covered
+
+
+def to_copy(listed: Iterable[Listed], state: FolderState) -> list[Listed]:
+    """Source messages not yet on the target, in UID order."""
+    return sorted((m for m in listed if m.uid not in state.synced), key=lambda m: m.uid)
+
+
+def flag_changes(listed: Iterable[Listed], state: FolderState) -> dict[int, frozenset[str]]:
+    """{source UID: new flags} for copied messages whose flags changed on the source since last carried over.
+
+    Only source-side changes are carried: a flag a user set on the new server is
+    left alone unless the same message changed on the old one too.
+    """
+    return {m.uid: m.flags for m in listed if m.uid in state.synced and state.synced[m.uid][1] != m.flags}
+
+
+def group_by_flags(changes: Mapping[int, frozenset[str]], state: FolderState) -> dict[frozenset[str], list[int]]:
+    """Target UIDs grouped by the exact flags to set: one STORE per group."""
+    groups: dict[frozenset[str], list[int]] = defaultdict(list)
+    for uid, flags in changes.items():
+        groups[flags].append(state.synced[uid][0])
+    return dict(groups)
+
+
+def batches(messages: Iterable[Listed], *, max_bytes: int, max_count: int) -> list[list[Listed]]:
+    """Messages grouped so a batch holds at most ``max_bytes`` (or one larger message) and ``max_count``.
+
+    Bounds memory: at most a few batches are held at once, however large the folder.
+    """
+    out: list[list[Listed]] = []
+    current: list[Listed] = []
+    size = 0
+    for message in messages:
+        if current and (size + message.size > max_bytes or len(current) >= max_count):
+            out.append(current)
+            current, size = [], 0
+        current.append(message)
+        size += message.size
+    if current:
+        out.append(current)
+    return out
+
+
+# ---------------------------------------------------------------- recognising messages already on the target
+
+
+def quick_key(message: Listed) -> tuple[int, int]:
+    """Size and internal date: cheap, compared before any header is fetched."""
+    return message.size, internaldate_epoch(message.internaldate) if message.internaldate else 0
+
+
+def fingerprint(message: Listed, header: bytes) -> tuple[int, int, str]:
+    """Size, internal date and a digest of the header section; no Message-ID needed."""
+    return (*quick_key(message), hashlib.sha256(header).hexdigest())
+
+
+def candidates(unsynced: Iterable[Listed], unknown: Iterable[Listed]) -> tuple[list[int], list[int]]:
+    """Source and target UIDs worth comparing by header: same size and internal date on both sides."""
+    unknown = list(unknown)
+    keys = {quick_key(m) for m in unknown}
+    source = [m.uid for m in unsynced if quick_key(m) in keys]
+    source_keys = {quick_key(m) for m in unsynced if m.uid in set(source)}
+    target = [m.uid for m in unknown if quick_key(m) in source_keys]
+    return source, target
+
+
+def match_copies(source: Mapping[int, tuple], target: Mapping[int, tuple]) -> dict[int, int]:
+    """Pair source and target UIDs with equal fingerprints, one to one, in UID order.
+
+    Identical messages (same bytes and date) pair up by count, so two equal
+    source messages need two target copies: no loss and no duplicate.
+    """
+    free: dict[tuple, list[int]] = defaultdict(list)
+    for uid in sorted(target):
+        free[target[uid]].append(uid)
+    pairs = {}
+    for uid in sorted(source):
+        pool = free.get(source[uid])
+        if pool:
+            pairs[uid] = pool.pop(0)
+    return pairs
+
+
+def since_day(today: date, since: date | None, max_age_days: int | None) -> date | None:
+    """The earliest internal date to copy: the later of --since and today minus --max-age."""
+    days = [d for d in (since, date.fromordinal(today.toordinal() - max_age_days) if max_age_days else None) if d]
+    return max(days) if days else None

@@ -1,0 +1,79 @@
+"""What earlier runs copied, per mailbox pair: a small SQLite file, committed after every batch.
+
+It holds folder names, UIDs and flags, never a credential. Losing it costs
+time, not correctness: messages already on the target are recognised by
+their fingerprint and not copied again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+from mailstack.sync.plan import FolderState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+  source TEXT PRIMARY KEY, source_uidvalidity INTEGER, target_uidvalidity INTEGER, target_seen INTEGER,
+  done_validity INTEGER, done_next INTEGER, done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS messages (
+  source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
+"""
+
+
+def state_file(directory: Path, source: str, source_user: str, target: str, target_user: str) -> Path:
+    """One file per (source mailbox, target mailbox); the name is a digest, so user names stay out of listings."""
+    key = "\0".join((source, source_user, target, target_user)).encode()
+    return directory / f"{hashlib.sha256(key).hexdigest()[:24]}.sqlite"
+
+
+class SyncState:
+    """The per-folder UID maps of one mailbox pair."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self, folder: str) -> FolderState:
+        row = self._db.execute("SELECT source_uidvalidity, target_uidvalidity, target_seen, done_validity, done_next, "
+                               "done_modseq, done_since, done FROM folders WHERE source = ?", (folder,)).fetchone()
+        if row is None:
+            return FolderState()
+        synced = {uid: (target, _flags(flags)) for uid, target, flags in self._db.execute(
+            "SELECT source_uid, target_uid, flags FROM messages WHERE source = ?", (folder,))}
+        complete = (row[3], row[4], row[5], row[6]) if row[7] else None
+        return FolderState(row[0], row[1], synced, row[2], complete)
+
+    def reset(self, folder: str, state: FolderState) -> None:
+        """Start a folder afresh (UIDVALIDITY changed on a side)."""
+        self._db.execute("DELETE FROM messages WHERE source = ?", (folder,))
+        self.save(folder, state)
+
+    def save(self, folder: str, state: FolderState) -> None:
+        done = state.complete or (0, 0, 0, None)
+        self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (folder, state.source_uidvalidity, state.target_uidvalidity, state.target_seen,
+                          *done, int(state.complete is not None)))
+        self._db.commit()
+
+    def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]]) -> None:
+        """Remember copied (or recognised, or re-flagged) messages, in memory and on disk, in one commit."""
+        rows = []
+        for source_uid, target_uid, flags in pairs:
+            state.synced[source_uid] = (target_uid, flags)
+            state.target_seen = max(state.target_seen, target_uid)
+            rows.append((folder, source_uid, target_uid, " ".join(sorted(flags))))
+        self._db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?)", rows)
+        self.save(folder, state)
+
+
+def _flags(text: str) -> frozenset[str]:
+    return frozenset(text.split()) if text else frozenset()
