@@ -1,0 +1,146 @@
+"""The sync's decisions as pure functions: folder names, what to copy, flags, batches, recognising copies."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailstack.imap import Listed, Namespace, utf7
+from mailstack.imap.wire import parse_uid_set, uid_set
+from mailstack.problems import InputError
+from mailstack.sync import plan
+from mailstack.sync.accounts import parse_accounts
+from mailstack.sync.plan import FolderRules, FolderState
+
+COURIER = Namespace("INBOX.", ".")
+PLAIN = Namespace("", "/")
+
+
+@given(st.text(min_size=1))
+def test_modified_utf7_round_trips_any_name(name):
+    encoded = utf7.encode(name)
+    assert encoded.isascii() and utf7.decode(encoded) == name
+
+
+def test_modified_utf7_matches_rfc3501_examples():
+    assert utf7.encode("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+    assert utf7.encode("Tom & Jerry") == "Tom &- Jerry"
+
+
+@given(st.sets(st.integers(min_value=1, max_value=10_000)))
+def test_uid_sets_are_compact_and_exact(uids):
+    assert parse_uid_set(uid_set(uids)) == sorted(uids) if uids else uid_set(uids) == ""
+
+
+def test_a_courier_folder_lands_under_the_plain_name_on_the_new_server():
+    folder = plan.plan_folder("INBOX.Archive.&ZeVnLIqe-", COURIER, PLAIN, FolderRules())
+    assert (folder.name, folder.target) == ("Archive/日本語", "Archive/&ZeVnLIqe-")
+    assert plan.plan_folder("INBOX", COURIER, PLAIN, FolderRules()).target == "INBOX"
+
+
+def test_renames_apply_to_a_folder_and_its_subfolders_and_excludes_win():
+    rules = FolderRules(exclude=("Trash",), renames=(("Sent Items", "Sent"),))
+    assert plan.plan_folder("Sent Items/2024", PLAIN, COURIER, rules).target == "INBOX.Sent.2024"
+    assert plan.plan_folder("Trash", PLAIN, COURIER, rules).reason == "excluded"
+    assert plan.plan_folder("Sent Itemsx", PLAIN, COURIER, rules).target == "INBOX.Sent Itemsx"
+
+
+def test_a_name_holding_the_target_separator_is_refused_with_the_remedy():
+    folder = plan.plan_folder("Q1.2024", PLAIN, COURIER, FolderRules())
+    assert folder.target is None and "rename it with --map" in folder.reason
+
+
+def test_an_include_without_wildcards_that_names_no_folder_is_reported():
+    assert FolderRules(include=("INBOX", "Projects", "Arch*")).missing_explicit(["INBOX"]) == ["Projects"]
+
+
+@pytest.mark.parametrize("text", ["Sent", "=Sent", "Sent=", ""])
+def test_a_bad_rename_says_how_to_write_one(text):
+    with pytest.raises(ValueError, match="is not a folder rename OLD=NEW"):
+        plan.parse_rename(text)
+
+
+def listed(uid: int, flags=(), size: int = 100, date_: str = "14-Nov-2023 22:13:20 +0000") -> Listed:
+    return Listed(uid, frozenset(flags), size, date_)
+
+
+def test_only_messages_not_yet_copied_are_copied_and_only_source_flag_changes_are_carried():
+    state = FolderState(1, 1, {1: (10, frozenset({"\\Seen"})), 2: (11, frozenset())})
+    source = [listed(1, {"\\Seen"}), listed(2, {"\\Flagged"}), listed(3)]
+    assert [m.uid for m in plan.to_copy(source, state)] == [3]
+    assert plan.flag_changes(source, state) == {2: frozenset({"\\Flagged"})}
+    assert plan.group_by_flags({2: frozenset({"\\Flagged"})}, state) == {frozenset({"\\Flagged"}): [11]}
+
+
+def test_a_changed_uidvalidity_on_either_side_starts_the_folder_afresh():
+    state = FolderState(1, 1, {1: (10, frozenset())})
+    assert plan.still_valid(state, 1, 1) is state
+    assert plan.still_valid(state, 2, 1).synced == {} and plan.still_valid(state, 1, 2).synced == {}
+
+
+def test_an_unchanged_folder_is_skipped_only_with_condstore_and_the_same_cutoff():
+    state = FolderState(1, 1, complete=(1, 50, 900, None))
+    assert plan.unchanged_since_last_run(state, 1, 50, 900, None)
+    assert not plan.unchanged_since_last_run(state, 1, 51, 900, None)  # new mail
+    assert not plan.unchanged_since_last_run(state, 1, 50, 901, None)  # a flag changed
+    assert not plan.unchanged_since_last_run(state, 1, 50, None, None)  # no CONDSTORE
+    since = FolderState(1, 1, complete=(1, 50, 900, 1_700_000_000))
+    assert not plan.unchanged_since_last_run(since, 1, 50, 900, None)  # this run wants older mail too
+    assert plan.unchanged_since_last_run(since, 1, 50, 900, 1_800_000_000)
+
+
+def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
+    messages = [listed(n, size=s) for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
+    groups = plan.batches(messages, max_bytes=1000, max_count=2)
+    assert [[m.uid for m in g] for g in groups] == [[1, 2], [3], [4], [5, 6], [7]]
+
+
+def test_identical_messages_pair_one_to_one_so_none_is_lost_or_duplicated():
+    same = (100, 5, "digest")
+    assert plan.match_copies({1: same, 2: same, 3: (1, 1, "x")}, {7: same}) == {1: 7}
+    assert plan.match_copies({1: same, 2: same}, {7: same, 9: same}) == {1: 7, 2: 9}
+
+
+def test_candidates_are_compared_by_size_and_date_before_any_header_is_fetched():
+    source = [listed(1, size=10), listed(2, size=20)]
+    target = [listed(5, size=20), listed(6, size=30)]
+    assert plan.candidates(source, target) == ([2], [5])
+
+
+def test_since_is_the_later_of_the_date_and_the_age():
+    today = date(2026, 11, 23)
+    assert plan.since_day(today, date(2026, 1, 1), 30) == date(2026, 10, 24)
+    assert plan.since_day(today, date(2026, 11, 1), 30) == date(2026, 11, 1)
+    assert plan.since_day(today, None, None) is None
+
+
+def test_the_accounts_file_reports_each_bad_row_and_keeps_the_good_ones():
+    text = ("source_user,source_password,target_user,target_password\n"
+            "a,pw-a,a@example.com,new-a\n"
+            "b,,b@example.com,new-b\n"
+            "c,pw,c@example.com\n"
+            "# a comment\n"
+            "d,\"p,w\",A@example.com,new-d\n")
+    accounts, problems = parse_accounts(text, "acc.csv")
+    assert [a.source_user for a in accounts] == ["a"]
+    assert [str(p) for p in problems] == [
+        "acc.csv:3: source_password empty",
+        "acc.csv:4: expected 4 fields, found 3",
+        "acc.csv:6: target_user 'A@example.com' already has a row at acc.csv:2"]
+    assert "pw-a" not in repr(accounts[0])
+
+
+def test_an_accounts_file_with_another_header_is_refused_as_a_whole():
+    with pytest.raises(InputError, match="acc.csv:1: the header must be exactly source_user,source_password"):
+        parse_accounts("user,password\na,b\n", "acc.csv")
+
+
+def test_the_state_file_name_does_not_show_the_user(tmp_path: Path):
+    from mailstack.sync.state import state_file
+
+    path = state_file(tmp_path, "imaps://old:993", "taro", "imaps://new:993", "taro@example.com")
+    assert "taro" not in path.name and path.suffix == ".sqlite"
