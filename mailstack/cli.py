@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from mailstack.problems import InputError
 from mailstack.cli_local import local_app
+from mailstack.console import EXIT_PROBLEMS, _fail, _load_stack, err, out  # noqa: F401  (shared by the subcommands)
+from mailstack.problems import InputError
 
 app = typer.Typer(help="Move an organisation's mail to a new mail host on AWS, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -23,17 +23,7 @@ roster_app = typer.Typer(help="Check and prepare mailbox rosters.", no_args_is_h
 app.add_typer(roster_app, name="roster")
 app.add_typer(local_app, name="local")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_PROBLEMS = 1
-
 StackOption = typer.Option(None, "-s", "--stack", help="Stack (environment) name, as in stacks/Pulumi.<env>.yaml.")
-
-
-def _fail(exc: InputError) -> None:
-    err.print(exc.report(), markup=False)
-    raise typer.Exit(EXIT_PROBLEMS)
 
 
 @roster_app.command("check")
@@ -80,21 +70,6 @@ def roster_hash(
         _fail(exc)
     out.print(f"wrote {dest}: {count} passwords hashed (SHA512-CRYPT). "
               f"Keep {source} out of git and delete it once the migration is done.", markup=False)
-
-
-def _load_stack(stack: str):
-    """A stack's file, settings and roster, validated; exits 1 with every problem."""
-    from mailstack.roster import load_roster
-    from mailstack.settings import load_stack_file
-
-    try:
-        stack_file = load_stack_file(stack)
-        settings = stack_file.settings
-        roster = load_roster(stack_file.resolve(settings.roster), domains=settings.domains,
-                             default_quota=settings.default_quota)
-    except InputError as exc:
-        _fail(exc)
-    return stack_file, roster
 
 
 @app.command("check")

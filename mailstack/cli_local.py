@@ -15,7 +15,7 @@ local_app = typer.Typer(help="Run the rendered mail host on a loopback address (
 
 def _problem(message: str) -> None:
     # Imported here: mailstack.cli imports this module to register it.
-    from mailstack.cli import EXIT_PROBLEMS, err
+    from mailstack.console import EXIT_PROBLEMS, err
 
     err.print(f"mailstack local: {message}", markup=False)
     raise typer.Exit(EXIT_PROBLEMS)
@@ -37,7 +37,7 @@ def up(
     state: Path = typer.Option(..., "--state", help="JSON file to write: address, ports, CA certificate, a test mailbox."),
 ) -> None:
     """Start the stack's rendered host on ADDRESS (ports 25, 465, 587, 993, 995) and write STATE."""
-    from mailstack.cli import _load_stack, out
+    from mailstack.console import _load_stack, out
     from mailstack.local import host as local
     from mailstack.passwords import initial_password
 
@@ -73,7 +73,7 @@ def up(
 @local_app.command("down")
 def down(state: Path = typer.Option(..., "--state", help="The state file `mailstack local up` wrote.")) -> None:
     """Stop the local host of STATE and remove what it added (files, loopback address)."""
-    from mailstack.cli import out
+    from mailstack.console import out
     from mailstack.local import host as local
 
     try:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from mailstack.cli import EXIT_PROBLEMS, _fail, err, out
+from mailstack.console import EXIT_PROBLEMS, _fail, err, out
 from mailstack.problems import InputError, Problem
 
 EXIT_NOT_IN_SYNC = 3
@@ -67,7 +67,7 @@ def _endpoints(stack: Optional[str], source: Optional[str], target: Optional[str
     """(source, target, roster addresses or None, stack file or None): from the flags, else from the stack."""
     roster_addresses = stack_file = None
     if stack:
-        from mailstack.cli import _load_stack
+        from mailstack.console import _load_stack
 
         stack_file, roster = _load_stack(stack)
         settings = stack_file.settings
@@ -267,7 +267,7 @@ def backup(
         raise typer.BadParameter("maildir or mbox", param_hint="--format")
     stack_file = None
     if stack:
-        from mailstack.cli import _load_stack
+        from mailstack.console import _load_stack
 
         stack_file, _ = _load_stack(stack)
         source = source or str(stack_file.settings.old_server.imap)
