@@ -37,7 +37,7 @@ from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Na
 from mailstack.imap.wire import internaldate_epoch
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
-from mailstack.sync.engine import Server, _login
+from mailstack.sync.engine import Server, login
 from mailstack.sync.plan import FolderRules
 
 FORMATS = ("maildir", "mbox")
@@ -397,7 +397,7 @@ async def backup_mailbox(account: Account, server: Server, to: Path, options: Ba
     index: BackupIndex | None = None
     connection: ImapConnection | None = None
     try:
-        connection = await _login(server, account.source_user, account.source_password, "source", options.timeout)
+        connection = await login(server, account.source_user, account.source_password, "source", options.timeout)
         private_dir(path)
         index = BackupIndex(path / INDEX_NAME)
         namespace = await connection.namespace()

@@ -22,8 +22,8 @@ EXIT_NOT_IN_SYNC = 3
 ACCOUNTS_ENV = "MAILSTACK_SYNC_ACCOUNTS"
 PASSWORD_ENV = "MAILSTACK_IMAP_PASSWORD"
 
-SourceOption = typer.Option(None, "--source", help="Old server, imap[s]://HOST[:PORT]; with -s: the stack's old_server.imap.")
-TargetOption = typer.Option(None, "--target", help="New server, imap[s]://HOST[:PORT]; with -s: imaps://<host.name>:993.")
+SourceOption = typer.Option(None, "--source", help="Old server, imap:// or imaps://HOST[:PORT]; with -s: the stack's old_server.imap.")
+TargetOption = typer.Option(None, "--target", help="New server, imap:// or imaps://HOST[:PORT]; with -s: imaps://<host.name>:993.")
 AccountsOption = typer.Option(None, "--accounts", envvar=ACCOUNTS_ENV, show_envvar=True,
                               help="CSV: source_user,source_password,target_user,target_password. Plain passwords: "
                                    "keep it out of git.")
@@ -254,11 +254,11 @@ def backup(
     stack: Optional[str] = StackOption,
     source: Optional[str] = SourceOption,
     accounts_file: Optional[Path] = AccountsOption,
-    fmt: str = typer.Option("maildir", "--format", help="maildir (keeps flags and dates) or mbox."),
+    fmt: str = typer.Option("maildir", "--format", help="maildir (bytes, flags, keywords and dates kept exactly) or mbox (one file per folder; flags in Status headers)."),
     cafile: Optional[Path] = CafileOption,
     include: list[str] = IncludeOption,
     exclude: list[str] = ExcludeOption,
-    jobs: int = JobsOption,
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=64, help="Mailboxes backed up at once."),
 ) -> None:
     """Save every source mailbox to local files before the migration (run again to add what is new)."""
     from mailstack.backup import run_backup
@@ -329,7 +329,7 @@ def _import(files: list[Path], target: str, user: str, folder: str, cafile: Opti
         raise typer.Exit(EXIT_NOT_IN_SYNC)
 
 
-ImportTarget = typer.Option(..., "--target", help="IMAP server, imap[s]://HOST[:PORT].")
+ImportTarget = typer.Option(..., "--target", help="IMAP server, imap:// or imaps://HOST[:PORT].")
 ImportUser = typer.Option(..., "--user", help=f"Mailbox to import into; its password from ${PASSWORD_ENV} or a prompt.")
 
 

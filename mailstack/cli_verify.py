@@ -43,9 +43,52 @@ def read_source_accounts(path: Path) -> list[tuple[str, str]]:
     return [(row["source_user"], row["source_password"]) for row in rows]
 
 
+def _mailbox_check(accounts_file: Path, source: str | None, settings, target_host: str, address: str | None,
+                   cafile: Path | None,
+                   include: list[str], exclude: list[str], renames: list[str]):
+    """The mailbox comparison as a check: old server (``--source`` or the stack's) against imaps://TARGET:993.
+
+    Every input problem (accounts file lines, the source URL, a rename) is
+    raised at once, before any check runs.
+    """
+    from mailstack.checks.mailboxes import mailbox_check
+    from mailstack.settings import parse_endpoint
+    from mailstack.sync.accounts import read_accounts
+    from mailstack.sync.engine import Server
+    from mailstack.sync.plan import FolderRules, parse_rename
+
+    problems: list[Problem] = []
+    source = source or (str(settings.old_server.imap) if settings else None)
+    endpoint = None
+    if not source:
+        problems.append(Problem("--source", "give the old server as imap[s]://HOST[:PORT], or -s ENV"))
+    else:
+        try:
+            endpoint = parse_endpoint(source, ("imap", "imaps"))
+        except ValueError as exc:
+            problems.append(Problem("--source", str(exc)))
+    parsed = []
+    for rename in renames:
+        try:
+            parsed.append(parse_rename(rename))
+        except ValueError as exc:
+            problems.append(Problem("--map", str(exc)))
+    accounts, bad_rows = read_accounts(accounts_file)
+    problems += bad_rows
+    if not accounts and not bad_rows:
+        problems.append(Problem(str(accounts_file), "no account rows"))
+    if problems:
+        raise InputError("verify", problems)
+    ca = str(cafile) if cafile else None
+    rules = FolderRules(tuple(include) or ("*",), tuple(exclude), tuple(parsed))
+    return mailbox_check(accounts, Server(endpoint.host, endpoint.port, endpoint.tls, ca),
+                         Server(target_host, 993, True, ca, address), rules)
+
+
 def register(app: typer.Typer) -> None:
     """Add `verify` and `status` to the mailstack command."""
-    from mailstack.cli import EXIT_PROBLEMS, _fail, err, out
+    from mailstack.console import EXIT_PROBLEMS, _fail, err, out
+    from mailstack.cli_sync import ACCOUNTS_ENV, ExcludeOption, IncludeOption
 
     @app.command("verify")
     def verify(
@@ -60,11 +103,23 @@ def register(app: typer.Typer) -> None:
         dkim_selector: Optional[str] = typer.Option(None, help="DKIM selector to check."),
         dkim_key: Optional[str] = typer.Option(None, help="Expected DKIM public key (base64), e.g. from the stack outputs."),
         mta_sts: Optional[bool] = typer.Option(None, "--mta-sts/--no-mta-sts", help="Check MTA-STS and TLS-RPT records."),
+        accounts_file: Optional[Path] = typer.Option(
+            None, "--accounts", envvar=ACCOUNTS_ENV, show_envvar=True,
+            help="The sync's accounts CSV: compare every mailbox, folder by folder, with the old server "
+                 "(without it, that check is skipped)."),
+        source: Optional[str] = typer.Option(None, "--source", help="Old server for the mailbox comparison, "
+                                                                    "imaps://HOST[:PORT] (or imap://); with -s: the stack's "
+                                                                    "old_server.imap."),
+        include: list[str] = IncludeOption,
+        exclude: list[str] = ExcludeOption,
+        renames: list[str] = typer.Option([], "--map", help="A folder rename the sync was given, OLD=NEW (repeatable)."),
         record: bool = typer.Option(False, "--record", help="On success, write the evidence file of the stack."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     ) -> None:
-        """Check the new host as its users and other mail servers will: ports, TLS, AUTH, relay, delivery, DNS."""
+        """Check the new host as its users and other mail servers will: ports, TLS, AUTH, relay, delivery, DNS,
+        and (with --accounts) that every migrated mailbox holds what the old server holds."""
         from mailstack.checks.dns import dns_checks
+        from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
         from mailstack.checks.service import SERVICE_CHECKS
 
         try:
@@ -81,20 +136,31 @@ def register(app: typer.Typer) -> None:
             if record and not stack:
                 raise InputError("verify", [Problem("--record", "the evidence belongs to a stack: give -s ENV")])
             password = read_password_file(password_file) if password_file else None
+            checks = [*SERVICE_CHECKS, dns_checks]
+            skipped = []
+            if accounts_file:
+                checks.append(_mailbox_check(accounts_file, source, settings, host_name, address, cafile,
+                                             include, exclude, renames))
+            else:
+                skipped.append({"check": MAILBOX_CHECK,
+                                "reason": f"give --accounts FILE (or set {ACCOUNTS_ENV}), the sync's accounts CSV"})
         except InputError as exc:
             _fail(exc)
         target = Target(host=host_name, domain=domain_name, address=address, user=user, password=password,
                         cafile=str(cafile) if cafile else None, dns_server=dns_server, dkim_selector=dkim_selector,
                         dkim_public_key=dkim_key, mta_sts=mta_sts if mta_sts is not None else bool(settings and settings.web))
-        results = run_checks([*SERVICE_CHECKS, dns_checks], target)
+        results = run_checks(checks, target)
         failed = [r for r in results if not r.passed]
         if as_json:
-            out.print_json(json.dumps({"host": host_name, "passed": not failed, "results": [r.as_dict() for r in results]}))
+            out.print_json(json.dumps({"host": host_name, "passed": not failed, "results": [r.as_dict() for r in results],
+                                       "skipped": skipped}))
         else:
             table = Table("check", "result", "detail", "how to fix", title=f"mailstack verify {host_name}")
             for r in results:
                 table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status.value}[/]", r.detail, r.remedy)
             out.print(table)
+            for s in skipped:
+                out.print(f"not checked: {s['check']}: {s['reason']}", markup=False)
         if failed:
             err.print(f"{len(failed)} of {len(results)} checks failed; no evidence written", markup=False)
             raise typer.Exit(EXIT_CHECKS_FAILED)

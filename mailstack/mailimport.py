@@ -33,7 +33,7 @@ from mailstack.backup import STATUS_LETTERS, X_STATUS_LETTERS, header_of
 from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Namespace, OverQuota
 from mailstack.problems import InputError, Problem
 from mailstack.sync import plan
-from mailstack.sync.engine import Server, _login
+from mailstack.sync.engine import Server, login
 
 KINDS = ("mbox", "pst")
 READPST_INSTALL = "apt-get install pst-utils"
@@ -276,7 +276,7 @@ async def _import_all(sources: list[Source], server: Server, user: str, password
     if not sources:
         return results
     try:
-        connection = await _login(server, user, password, "target", timeout)
+        connection = await login(server, user, password, "target", timeout)
     except ImapError as exc:
         for result in results:
             result.error = str(exc)

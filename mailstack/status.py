@@ -7,12 +7,9 @@ answers over DNS and IMAP.
 
 from __future__ import annotations
 
-import imaplib
-import re
-import ssl
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 
 import dns.exception
 import dns.message
@@ -21,6 +18,8 @@ import dns.rdatatype
 
 from mailstack.checks.dns import lookup, resolver
 from mailstack.evidence import Evidence
+from mailstack.imap import ImapConnection, ImapError, NoSuchFolder
+from mailstack.imap.wire import internaldate_epoch, uid_set
 from mailstack.lifecycle import Decision, decommission_gate
 from mailstack.settings import Endpoint, Settings
 
@@ -175,56 +174,67 @@ def resolver_answers(domain: str, resolvers: list[str]) -> list[MxAnswer]:
     return answers
 
 
-_INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
-
-
 def old_server_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], since: datetime,
-                        cafile: str | None = None) -> list[MailboxActivity]:
-    """Per account: messages that reached the old server after ``since``, and the newest one's arrival."""
-    results = []
-    for user, password in accounts:
-        try:
-            results.append(_activity(endpoint, user, password, since, cafile))
-        except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
-            results.append(MailboxActivity(user, error=f"{type(exc).__name__}: {exc}"))
-    return results
+                        cafile: str | None = None, jobs: int = 4) -> list[MailboxActivity]:
+    """Per account: messages that reached the old server after ``since``, and the newest one's arrival.
+
+    Every selectable folder is looked at (read-only), whatever its name; an
+    account that cannot be read is reported with its error, never with its
+    password.
+    """
+    since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    return asyncio.run(_all_activity(endpoint, accounts, since, cafile, jobs))
 
 
-def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:
-    if endpoint.tls:
-        imap = imaplib.IMAP4_SSL(endpoint.host, endpoint.port, ssl_context=ssl.create_default_context(cafile=cafile),
-                                 timeout=15)
-    else:
-        imap = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=15)
-    with imap:
-        imap.login(user, password)
-        _, listing = imap.list()
-        folders = [line.decode().rsplit(" ", 1)[-1] for line in listing if line and b"\\Noselect" not in line]
-        newest, count = None, 0
-        day = since.strftime("%d-%b-%Y")
-        for folder in folders:
-            if imap.select(folder, readonly=True)[0] != "OK":
+async def _all_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], since: datetime, cafile: str | None,
+                        jobs: int) -> list[MailboxActivity]:
+    limit = asyncio.Semaphore(max(1, jobs))
+
+    async def one(user: str, password: str) -> MailboxActivity:
+        async with limit:
+            try:
+                return await _activity(endpoint, user, password, since, cafile)
+            except ImapError as exc:
+                return MailboxActivity(user, error=str(exc))
+            except ValueError as exc:  # an INTERNALDATE the server wrote in no known form
+                return MailboxActivity(user, error=f"old server {endpoint}: {exc}")
+
+    return list(await asyncio.gather(*(one(user, password) for user, password in accounts)))
+
+
+async def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:
+    imap = await ImapConnection.open(endpoint.host, endpoint.port, tls=endpoint.tls, cafile=cafile, timeout=30,
+                                     where=f"old server {endpoint}")
+    try:
+        await imap.login(user, password)
+        arrivals: list[datetime] = []
+        # SEARCH SINCE compares dates only, in a time zone of the server's choosing: ask from the day before,
+        # then compare the exact internal dates.
+        day = (since.astimezone(timezone.utc) - timedelta(days=1)).date()
+        for folder in await imap.list_folders():
+            if not folder.selectable:
                 continue
-            _, found = imap.search(None, "SINCE", day)
-            numbers = found[0].split() if found and found[0] else []
-            if not numbers:
-                continue
-            _, data = imap.fetch(b",".join(numbers).decode(), "(INTERNALDATE)")
-            for item in data:
-                match = _INTERNALDATE.search(item if isinstance(item, bytes) else item[0])
-                if match:
-                    arrived = parsedate_to_datetime(_to_rfc2822(match.group(1).decode()))
-                    if arrived > since:
-                        count += 1
-                        newest = arrived if newest is None or arrived > newest else newest
-        return MailboxActivity(user, newest, count)
+            try:
+                await imap.select(folder.name, readonly=True)
+            except NoSuchFolder:
+                continue  # deleted since LIST
+            uids = await imap.search_since(day)
+            if uids:
+                listed = await imap.list_messages(uid_set(uids), details=True)
+                arrivals += [_arrival(m.internaldate) for m in listed if m.internaldate]
+        return new_mail(user, arrivals, since)
+    finally:
+        await imap.logout()
 
 
-def _to_rfc2822(internaldate: str) -> str:
-    """IMAP ``23-Nov-2026 10:00:00 +0000`` as RFC 2822 for the email parser."""
-    day, clock, zone = internaldate.split(" ")
-    d, mon, year = day.split("-")
-    return f"{d} {mon} {year} {clock} {zone}"
+def new_mail(account: str, arrivals: list[datetime], since: datetime) -> MailboxActivity:
+    """The arrivals after ``since``: how many, and the newest."""
+    newer = [a for a in arrivals if a > since]
+    return MailboxActivity(account, max(newer) if newer else None, len(newer))
+
+
+def _arrival(internaldate: str) -> datetime:
+    return datetime.fromtimestamp(internaldate_epoch(internaldate), timezone.utc)
 
 
 def now_utc() -> datetime:

@@ -39,6 +39,15 @@ def require_root_and_packages() -> None:
         pytest.skip(f"the mail host tests {problem}")
 
 
+def require_imap_servers() -> None:
+    """The test IMAP servers (mailstack.local.imapserver) need Dovecot and root (loopback addresses, vmail)."""
+    require_tool("dovecot")
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the IMAP server tests must run as root")
+        pytest.skip("the IMAP servers need root (loopback addresses, vmail user)")
+
+
 def write_roster(path: Path, count: int, *, domain: str = "example.com", generate_every: int = 2) -> Path:
     """A CSV roster of ``count`` mailboxes, every ``generate_every``-th with a generated password."""
     lines = ["address,name,quota,protocol,aliases,password"]

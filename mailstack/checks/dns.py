@@ -8,7 +8,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from mailstack.checks import Result, Target, error, ok, warning
+from mailstack.checks import Result, Target, error, ok
 from mailstack.records import SPF_LOOKUP_LIMIT, spf_lookups
 
 

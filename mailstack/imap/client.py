@@ -118,8 +118,12 @@ class ImapConnection:
 
     @classmethod
     async def open(cls, host: str, port: int, *, tls: bool, cafile: str | None = None,
-                   timeout: float = 60.0, where: str | None = None) -> "ImapConnection":
-        """Connect and read the greeting; ``tls`` for imaps (certificate and host name checked)."""
+                   timeout: float = 60.0, where: str | None = None, address: str | None = None) -> "ImapConnection":
+        """Connect and read the greeting; ``tls`` for imaps (certificate and host name checked).
+
+        ``address`` connects there instead of resolving ``host``; the certificate is still checked
+        against ``host`` (a host not yet in DNS, or reached on a private address).
+        """
         where = where or f"{host}:{port}"
         context = None
         if tls:
@@ -128,7 +132,7 @@ class ImapConnection:
                 context.load_verify_locations(cafile)
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, ssl=context, limit=READ_LIMIT,
+                reader, writer = await asyncio.open_connection(address or host, port, ssl=context, limit=READ_LIMIT,
                                                                server_hostname=host if tls else None)
         except ssl.SSLCertVerificationError as exc:
             raise ConnectError(f"{where}: certificate not trusted ({exc.verify_message}): give --cafile with the "

@@ -56,6 +56,7 @@ class DovecotImap:
     root: Path | None = None
     imap_port: int = 143
     imaps_port: int = 993
+    host_name: str | None = None  # also in the certificate, for clients that check a name
     _loopback: LoopbackAddress | None = field(default=None, repr=False)
     _own_root: bool = field(default=False, repr=False)
 
@@ -153,9 +154,10 @@ class DovecotImap:
         (self.root / "mail").mkdir(exist_ok=True)
         os.chown(self.root / "mail", vmail.pw_uid, vmail.pw_gid)
         if not self.cert.exists():
+            names = f"IP:{self.address}" + (f",DNS:{self.host_name}" if self.host_name else "")
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.root / "key.pem"),
                             "-out", str(self.cert), "-days", "30", "-subj", f"/CN={self.address}",
-                            "-addext", f"subjectAltName=IP:{self.address}"], check=True, capture_output=True)
+                            "-addext", f"subjectAltName={names}"], check=True, capture_output=True)
         self._write_users()
         self.conf.write_text(_CONFIG.format(
             name=f"mailstack-imap-{self.address}", root=self.root, address=self.address, uid=vmail.pw_uid,

@@ -38,12 +38,13 @@ from mailstack.sync.state import SyncState, state_file
 
 @dataclass(frozen=True)
 class Server:
-    """An IMAP endpoint: host, port, TLS (imaps) and the CA file to trust."""
+    """An IMAP endpoint: host, port, TLS (imaps), the CA file to trust, and optionally the address to dial."""
 
     host: str
     port: int
     tls: bool
     cafile: str | None = None
+    address: str | None = None  # connect here; the certificate is checked against ``host``
 
     def __str__(self) -> str:
         return f"{'imaps' if self.tls else 'imap'}://{self.host}:{self.port}"
@@ -220,9 +221,9 @@ class _MailboxRun:
                                          tzinfo=timezone.utc).timestamp()) if options.since else None)
 
     async def connect(self) -> None:
-        self.src = await _login(self.source, self.account.source_user, self.account.source_password, "source",
+        self.src = await login(self.source, self.account.source_user, self.account.source_password, "source",
                                 self.options.timeout)
-        self.tgt = await _login(self.target, self.account.target_user, self.account.target_password, "target",
+        self.tgt = await login(self.target, self.account.target_user, self.account.target_password, "target",
                                 self.options.timeout)
 
     async def close(self) -> None:
@@ -406,10 +407,10 @@ class _MailboxRun:
         self.progress.advanced(self.account.source_user, len(messages), size)
 
 
-async def _login(server: Server, user: str, password: str, side: str, timeout: float) -> ImapConnection:
+async def login(server: Server, user: str, password: str, side: str, timeout: float) -> ImapConnection:
     where = f"{side} {server}"
     connection = await ImapConnection.open(server.host, server.port, tls=server.tls, cafile=server.cafile,
-                                           timeout=timeout, where=where)
+                                           timeout=timeout, where=where, address=server.address)
     try:
         await connection.login(user, password)
     except ImapError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.message
 import imaplib
-import os
 import poplib
 import secrets
 import smtplib

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -18,7 +17,7 @@ from mailstack.local.imapserver import DovecotImap, User
 from mailstack.sync.accounts import Account
 from mailstack.sync.engine import Server, SyncOptions, run_sync
 from mailstack.sync.plan import FolderRules
-from tests.conftest import PROJECT, require_tool
+from tests.conftest import PROJECT, require_imap_servers
 from tests.faultproxy import CuttingProxy
 
 pytestmark = pytest.mark.integration
@@ -28,16 +27,10 @@ FOLDERS = ["INBOX", "Sent", "Archive/2024", "Archive/日本語 メール", "Sent
 T0 = 1_700_000_000
 
 
-def require_dovecot() -> None:
-    require_tool("dovecot")
-    if os.geteuid() != 0:
-        pytest.skip("the IMAP servers need root (loopback addresses, vmail user)")
-
-
 @pytest.fixture
 def servers():
     """A Courier-style old server (``INBOX.`` prefix, ``.`` separator) and a plain new one."""
-    require_dovecot()
+    require_imap_servers()
     old = DovecotImap(OLD, [User("alice", "old-a"), User("bob", "old-b"), User("carol", "old-c")],
                       separator=".", prefix="INBOX.")
     new = DovecotImap(NEW, [User("alice@example.com", "new-a"), User("bob@example.com", "new-b"),

@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
