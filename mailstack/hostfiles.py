@@ -149,6 +149,7 @@ def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SE
         "relay_password_parameter": relay_password_parameter,
         "web": settings.web,
         "web_names": web_names,
+        "web_listen": [placement.address] if placement.address else ["*", "[::]"],
         "certificate_names": web_names,
     }
 

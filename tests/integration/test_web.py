@@ -1,0 +1,114 @@
+"""nginx from the rendered tree: Thunderbird autoconfig over HTTP and the MTA-STS policy over HTTPS."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from mailstack import hostfiles, records
+from mailstack.hostfiles import Placement
+from mailstack.local.loopback import LoopbackAddress
+from mailstack.roster import load_roster
+from mailstack.settings import settings_from_values
+from tests.conftest import require_imap_servers, require_tool, stack_values, write_roster
+
+pytestmark = pytest.mark.integration
+
+ADDRESS = "127.0.3.40"
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    require_tool("nginx")
+    require_tool("openssl")
+    require_imap_servers()  # root, for the loopback address and ports 80/443
+    settings = settings_from_values(stack_values(tmp_path / "r.csv"), source="t")
+    roster = load_roster(write_roster(tmp_path / "r.csv", 3), domains=settings.domains)
+    # nginx's workers run as nobody: the root must be readable by others, unlike pytest's tmp_path.
+    root = Path(tempfile.mkdtemp(prefix="mailstack-web-"))
+    root.chmod(0o755)
+    files = hostfiles.render_host_files(settings, roster, password_seed="s" * 48, mail_volume_id="vol-0123456789abcdef0",
+                                        placement=Placement(root=str(root), address=ADDRESS))
+    for path, file in files.items():
+        if "nginx" in path or path.startswith("/var/www"):
+            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / path.lstrip("/")).write_text(file.content)
+    live = root / "etc/letsencrypt/live" / settings.host.name
+    live.mkdir(parents=True)
+    names = ",".join(f"DNS:{name}" for name in records.certificate_names(settings))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", live / "privkey.pem",
+                    "-out", live / "fullchain.pem", "-days", "2", "-subj", f"/CN={settings.host.name}",
+                    "-addext", f"subjectAltName={names}"], check=True, capture_output=True)
+    # Debian's nginx.conf includes conf.d/*.conf; this one does the same with paths under the root.
+    main = root / "nginx.conf"
+    main.write_text(f"""pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{}}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    include {root}/etc/nginx/conf.d/*.conf;
+}}
+""")
+    check = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    address = LoopbackAddress(ADDRESS)
+    address.add()
+    try:
+        subprocess.run(["nginx", "-c", str(main)], check=True, capture_output=True)
+        try:
+            for _ in range(100):
+                if (root / "nginx.pid").exists():
+                    break
+                time.sleep(0.05)
+            yield settings, files, live / "fullchain.pem"
+        finally:
+            subprocess.run(["nginx", "-c", str(main), "-s", "stop"], capture_output=True)
+            for _ in range(100):
+                if not (root / "nginx.pid").exists():
+                    break
+                time.sleep(0.05)
+    finally:
+        address.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def get(connection: http.client.HTTPConnection, host: str, path: str) -> http.client.HTTPResponse:
+    connection.request("GET", path, headers={"Host": host})
+    return connection.getresponse()
+
+
+def test_autoconfig_is_served_over_http_and_everything_else_redirects_to_https(nginx):
+    settings, files, _ = nginx
+    response = get(http.client.HTTPConnection(ADDRESS, 80, timeout=5), f"autoconfig.{settings.primary_domain}",
+                   "/mail/config-v1.1.xml")
+    assert response.status == 200
+    assert response.read().decode() == files["/var/www/mailstack/mail/config-v1.1.xml"].content
+    moved = get(http.client.HTTPConnection(ADDRESS, 80, timeout=5), f"mta-sts.{settings.primary_domain}",
+                "/.well-known/mta-sts.txt")
+    assert moved.status == 301 and moved.getheader("Location").startswith("https://mta-sts.")
+
+
+def test_the_mta_sts_policy_is_served_over_tls_1_2_or_newer_for_its_name(nginx):
+    settings, files, cert = nginx
+    name = f"mta-sts.{settings.primary_domain}"
+    context = ssl.create_default_context(cafile=str(cert))
+    connection = http.client.HTTPSConnection(ADDRESS, 443, timeout=5, context=context)
+    connection.sock = context.wrap_socket(socket.create_connection((ADDRESS, 443), timeout=5),
+                                          server_hostname=name)
+    response = get(connection, name, "/.well-known/mta-sts.txt")
+    assert response.status == 200 and response.getheader("Content-Type") == "text/plain"
+    policy = response.read().decode()
+    assert policy == files["/var/www/mailstack/.well-known/mta-sts.txt"].content and "mode: testing" in policy
+    assert connection.sock.version() in ("TLSv1.2", "TLSv1.3")
+    assert get(connection, name, "/anything-else").status == 404
