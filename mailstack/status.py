@@ -18,10 +18,11 @@ import dns.rdatatype
 
 from mailstack.checks.dns import lookup, resolver
 from mailstack.evidence import Evidence
-from mailstack.imap import ImapConnection, ImapError, NoSuchFolder
+from mailstack.imap import ImapError, NoSuchFolder
 from mailstack.imap.wire import internaldate_epoch, uid_set
 from mailstack.lifecycle import Decision, decommission_gate
 from mailstack.settings import Endpoint, Settings
+from mailstack.sync.engine import Server, login
 
 ASSUMED_PREVIOUS_TTL = 86400  # when the TTL was lowered before status first looked: assume a day, the common maximum
 
@@ -203,10 +204,8 @@ async def _all_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], sin
 
 
 async def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:
-    imap = await ImapConnection.open(endpoint.host, endpoint.port, tls=endpoint.tls, cafile=cafile, timeout=30,
-                                     where=f"old server {endpoint}")
+    imap = await login(Server(endpoint.host, endpoint.port, endpoint.tls, cafile), user, password, "old server", 30)
     try:
-        await imap.login(user, password)
         arrivals: list[datetime] = []
         # SEARCH SINCE compares dates only, in a time zone of the server's choosing: ask from the day before,
         # then compare the exact internal dates.
