@@ -48,9 +48,10 @@ ENGINE_CHILD = """
 import json, sys
 from pathlib import Path
 from mailstack.sync.accounts import read_accounts
-from mailstack.sync.engine import Server, SyncOptions, run_sync
+from mailstack.imap.endpoint import Endpoint
+from mailstack.sync.engine import SyncOptions, run_sync
 accounts, _ = read_accounts(Path(sys.argv[1]))
-results = run_sync(accounts, Server(sys.argv[2], 143, False), Server(sys.argv[3], 143, False),
+results = run_sync(accounts, Endpoint("imap", sys.argv[2], 143), Endpoint("imap", sys.argv[3], 143),
                    SyncOptions(state_dir=Path(sys.argv[4]), jobs=int(sys.argv[5])))
 print(json.dumps({"mailboxes": [r.to_dict() for r in results]}))
 """

@@ -9,7 +9,7 @@ import dns.resolver
 import dns.reversename
 
 from mailstack.checks import Result, Target, error, ok
-from mailstack.records import SPF_LOOKUP_LIMIT, spf_lookups
+from mailstack.host.records import SPF_LOOKUP_LIMIT, spf_lookups
 
 
 def resolver(server: str | None) -> dns.resolver.Resolver:

@@ -7,7 +7,7 @@ from typing import Sequence
 from mailstack.checks import Check, Result, Target, error, ok
 from mailstack.sync.accounts import Account
 from mailstack.sync.compare import MailboxComparison, compare_mailboxes
-from mailstack.sync.engine import Server
+from mailstack.imap.endpoint import Endpoint
 from mailstack.sync.plan import FolderRules
 
 CHECK = "mailboxes match old server"
@@ -42,7 +42,7 @@ def judge_mailboxes(comparisons: Sequence[MailboxComparison]) -> Result:
                  "; ".join(remedies))
 
 
-def mailbox_check(accounts: Sequence[Account], source: Server, target: Server,
+def mailbox_check(accounts: Sequence[Account], source: Endpoint, target: Endpoint,
                   rules: FolderRules = FolderRules(), jobs: int = 4) -> Check:
     """A verify check comparing ``accounts`` between ``source`` (the old server) and ``target`` (the new host)."""
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from mailstack.records import Record
+from mailstack.host.records import Record
 
 
 class MailDns(pulumi.ComponentResource):
-    """Route53 record sets from :mod:`mailstack.records`, then the PTR of the Elastic IP.
+    """Route53 record sets from :mod:`mailstack.host.records`, then the PTR of the Elastic IP.
 
     Each record set keeps one resource name (``name-type``) in every phase, so
     a phase change shows as an update of just the record sets it changes. The

@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from mailstack.infra.policies import assume_role
-from mailstack.settings import Settings
+from mailstack.stack.settings import Settings
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AWS account
 _DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from mailstack.firewall import ANYWHERE_V4, ANYWHERE_V6, IngressRule
+from mailstack.host.firewall import ANYWHERE_V4, ANYWHERE_V6, IngressRule
 
 
 class MailFirewall(pulumi.ComponentResource):

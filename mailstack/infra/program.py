@@ -11,8 +11,9 @@ import pulumi_aws as aws
 import pulumi_random as random
 import pulumi_tls as tls
 
-from mailstack import hostfiles, lifecycle, records
-from mailstack.firewall import ingress_rules
+from mailstack.host import files as hostfiles, records
+from mailstack.migration import lifecycle
+from mailstack.host.firewall import ingress_rules
 from mailstack.infra.bundle import BUNDLE_KEY, ConfigBundle
 from mailstack.infra.dns import MailDns
 from mailstack.infra.host import MailHost
@@ -20,10 +21,10 @@ from mailstack.infra.network import MailFirewall
 from mailstack.infra.oldserver import OldMailServer
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
-from mailstack.evidence import evidence_path, load_evidence
+from mailstack.migration.evidence import evidence_path, load_evidence
 from mailstack.problems import InputError, Problem
-from mailstack.roster import Roster, load_roster
-from mailstack.settings import NAMESPACE, Settings, settings_from_pulumi
+from mailstack.stack.roster import Roster, load_roster
+from mailstack.stack.settings import NAMESPACE, Settings, settings_from_pulumi
 
 
 def load_inputs(project_dir: Path) -> tuple[Settings, Roster, pulumi.Output[str] | None]:
@@ -102,13 +103,17 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     host = MailHost(f"{name}-host", settings=settings, subnet_id=subnet_id, security_group_id=firewall.id,
                     user_data=user_data, policy=policy)
     volume.attach(host.instance.id)
-    wanted = records.desired_records(settings, ip=host.public_ip, dkim=dkim)
+    # The record sets are known now; the address and the key only once AWS and TLS have made them.
+    resolved = pulumi.Output.all(host.public_ip, dkim.txt).apply(
+        lambda args: {r.key: r for r in records.desired_records(settings, ip=args[0],
+                                                                 dkim=records.Dkim(dkim.selector, args[1]))})
+    shapes = records.desired_records(settings, ip="", dkim=records.Dkim(dkim.selector, ""))
     declared = []
-    for record in wanted:
-        values = list(record.values)
+    for record in shapes:
+        values = resolved.apply(lambda by_key, key=record.key: list(by_key[key].values))
         if record.type == "TXT" and record.name in settings.domains:
-            values = _existing_txt(zone_id, record.name).apply(
-                lambda existing, ours=record.values: list(records.merge_txt(ours, existing)))
+            values = pulumi.Output.all(values, _existing_txt(zone_id, record.name)).apply(
+                lambda args: list(records.merge_txt(args[0], args[1])))
         declared.append((record, values))
     dns = MailDns(f"{name}-dns", zone_id=zone_id, records=declared,
                   host_name=settings.host.name, allocation_id=host.eip.allocation_id)
@@ -118,10 +123,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         old_server = OldMailServer(f"{name}-old-server", instance_id=settings.old_server.instance_id,
                                    phase=settings.phase)
 
-    planned = pulumi.Output.all(host.public_ip, dkim.txt).apply(
-        lambda args: [r.as_dict() for r in records.desired_records(
-            settings, ip=args[0], dkim=records.Dkim(dkim.selector, args[1]))]
-    )
+    planned = resolved.apply(lambda by_key: [r.as_dict() for r in by_key.values()])
     return {
         "phase": settings.phase,
         "host_name": settings.host.name,

@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from mailstack.infra.policies import assume_role
-from mailstack.settings import Settings
+from mailstack.stack.settings import Settings
 
 SNAPSHOT_TAG = "mailstack:snapshot"
 DEVICE_NAME = "/dev/sdf"

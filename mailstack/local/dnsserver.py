@@ -19,8 +19,8 @@ import dns.query
 import dns.rdatatype
 
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.records import Record
-from mailstack.zonefile import zone_text
+from mailstack.host.records import Record
+from mailstack.local.zonefile import zone_text
 
 _CONFIG = """\
 server:

@@ -2,7 +2,7 @@
 
 The files are exactly those of the config bundle (:func:`render_host_files`),
 laid out by the host's own ``mailstack-pull`` under a temporary root. Only
-the :class:`~mailstack.hostfiles.Placement` differs from production: the
+the :class:`~mailstack.host.files.Placement` differs from production: the
 root directory, the listen address, log files instead of syslog, and where
 outgoing mail goes. The services run as the same users as on the host, so a
 local run needs root (as the host does).
@@ -16,7 +16,6 @@ import errno
 import importlib.machinery
 import importlib.util
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -29,12 +28,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mailstack import hostfiles
-from mailstack.hostfiles import DKIM_PORT, VMAIL_UID, Placement
+from mailstack.host import files as hostfiles
+from mailstack.host.files import DKIM_PORT, Placement
 from mailstack.local import loopback
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.roster import GeneratePassword, Mailbox, Roster
-from mailstack.settings import Settings
+from mailstack.local.system import MachineNotReady, ensure_vmail_user
+from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
+from mailstack.stack.settings import Settings
 
 PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "imaps": 993, "pop3s": 995}
 
@@ -193,14 +193,9 @@ def preflight() -> None:
 def prepare_system() -> None:
     """Once per machine, idempotently: the vmail user and the main.cf Postfix insists on."""
     try:
-        uid = pwd.getpwnam("vmail").pw_uid
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--uid", str(VMAIL_UID), "--user-group", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "vmail"], check=True, capture_output=True)
-        uid = VMAIL_UID
-    if uid != VMAIL_UID:
-        raise LocalHostError(f"user vmail has uid {uid}, but the host configuration pins {VMAIL_UID}: "
-                             f"change it with usermod -u {VMAIL_UID} vmail")
+        ensure_vmail_user()
+    except MachineNotReady as exc:
+        raise LocalHostError(str(exc)) from None
     # Postfix commands read the default main.cf even when given another directory.
     main_cf = Path("/etc/postfix/main.cf")
     if not main_cf.exists():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mailstack.imap import utf7
 from mailstack.local.loopback import LoopbackAddress
+from mailstack.local.system import MachineNotReady, ensure_vmail_user
 
 VMAIL_USER = "vmail"
 START_TIMEOUT = 15.0
@@ -99,12 +100,15 @@ class DovecotImap:
                 subprocess.run(["dovecot", "-c", str(self.conf)], check=True, stdin=subprocess.DEVNULL,
                                stdout=log, stderr=log)
             self._wait_for_ports()
-        except (subprocess.CalledProcessError, ImapServerError) as exc:
+        except (subprocess.CalledProcessError, ImapServerError, MachineNotReady) as exc:
             detail = str(exc)
             if isinstance(exc, subprocess.CalledProcessError):
                 detail = (self.root / "start.log").read_text()
             self.stop()
             raise ImapServerError(f"dovecot on {self.address} did not start: {detail.strip()}") from None
+        except BaseException:
+            self.stop()  # whatever went wrong, nothing is left running and the address is removed
+            raise
         return self
 
     def stop(self) -> None:
@@ -149,7 +153,7 @@ class DovecotImap:
                     time.sleep(0.05)
 
     def _write_files(self) -> None:
-        vmail = pwd.getpwnam(VMAIL_USER)
+        vmail = ensure_vmail_user()
         (self.root / "run").mkdir(exist_ok=True)
         (self.root / "mail").mkdir(exist_ok=True)
         os.chown(self.root / "mail", vmail.pw_uid, vmail.pw_gid)

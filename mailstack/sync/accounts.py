@@ -3,6 +3,10 @@
 A CSV with the header ``source_user,source_password,target_user,target_password``.
 It holds plaintext passwords: keep it out of git and delete it after the
 migration. Problems name the file and line, never a password.
+
+Commands that only read the old server (``status``, ``backup``) take the
+same file with ``source_only``: the target columns may then be empty, and a
+file of just ``source_user,source_password`` is accepted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from mailstack.problems import InputError, Problem
 
 COLUMNS = ("source_user", "source_password", "target_user", "target_password")
+SOURCE_COLUMNS = COLUMNS[:2]
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class Account:
     where: str = ""
 
 
-def read_accounts(path: Path) -> tuple[list[Account], list[Problem]]:
+def read_accounts(path: Path, *, source_only: bool = False) -> tuple[list[Account], list[Problem]]:
     """Valid rows, and one problem per bad row (file:line, what to fix).
 
     A file that cannot be read at all (missing, wrong header) raises
@@ -38,18 +43,20 @@ def read_accounts(path: Path) -> tuple[list[Account], list[Problem]]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (exc.strerror or str(exc))
         raise InputError(f"accounts file {path}", [Problem(str(path), f"cannot read it: {reason}")]) from None
-    return parse_accounts(text, str(path))
+    return parse_accounts(text, str(path), source_only=source_only)
 
 
-def parse_accounts(text: str, source: str) -> tuple[list[Account], list[Problem]]:
+def parse_accounts(text: str, source: str, *, source_only: bool = False) -> tuple[list[Account], list[Problem]]:
     """Parse accounts CSV text; see :func:`read_accounts`."""
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None:
         raise InputError(f"accounts file {source}", [Problem(source, f"empty; the first line must be {','.join(COLUMNS)}")])
-    if [h.strip().lower() for h in header] != list(COLUMNS):
+    found = tuple(h.strip().lower() for h in header)
+    if found != COLUMNS and not (source_only and found == SOURCE_COLUMNS):
         raise InputError(f"accounts file {source}", [Problem(
             f"{source}:1", f"the header must be exactly {','.join(COLUMNS)} (found {len(header)} columns)")])
+    columns = found
     accounts: list[Account] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}
@@ -57,19 +64,23 @@ def parse_accounts(text: str, source: str) -> tuple[list[Account], list[Problem]
         where = f"{source}:{reader.line_num}"
         if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
             continue
-        if len(row) != len(COLUMNS):
-            hint = ": quote a password that holds a comma" if len(row) > len(COLUMNS) else ""
-            problems.append(Problem(where, f"expected {len(COLUMNS)} fields, found {len(row)}{hint}"))
+        if len(row) != len(columns):
+            hint = ": quote a password that holds a comma" if len(row) > len(columns) else ""
+            problems.append(Problem(where, f"expected {len(columns)} fields, found {len(row)}{hint}"))
             continue
+        row = row + ["", ""] if len(row) == 2 else row
         source_user, source_password, target_user, target_password = (row[0].strip(), row[1], row[2].strip(), row[3])
+        required = SOURCE_COLUMNS if source_only else COLUMNS
         empty = [name for name, value in zip(COLUMNS, (source_user, source_password, target_user, target_password))
-                 if not value]
+                 if name in required and not value]
         if empty:
             problems.append(Problem(where, f"{', '.join(empty)} empty"))
             continue
-        if target_user.lower() in seen:
-            problems.append(Problem(where, f"target_user {target_user!r} already has a row at {seen[target_user.lower()]}"))
+        column, user = ("source_user", source_user) if source_only else ("target_user", target_user)
+        key = user.lower()
+        if key in seen:
+            problems.append(Problem(where, f"{column} {user!r} already has a row at {seen[key]}"))
             continue
-        seen[target_user.lower()] = where
+        seen[key] = where
         accounts.append(Account(source_user, source_password, target_user, target_password, where))
     return accounts, problems

@@ -16,7 +16,7 @@ from typing import Sequence
 from mailstack.imap import ImapConnection, ImapError, NoSuchFolder
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
-from mailstack.sync.engine import Server, login
+from mailstack.imap.endpoint import Endpoint, login
 from mailstack.sync.plan import FolderRules
 
 TIMEOUT = 60.0
@@ -91,7 +91,7 @@ def _messages(count: int) -> str:
 # ------------------------------------------------------------------ shells (I/O)
 
 
-async def compare_all(accounts: Sequence[Account], source: Server, target: Server, rules: FolderRules = FolderRules(),
+async def compare_all(accounts: Sequence[Account], source: Endpoint, target: Endpoint, rules: FolderRules = FolderRules(),
                       jobs: int = 4) -> list[MailboxComparison]:
     """Compare every account, ``jobs`` at a time; results in the accounts' order."""
     limit = asyncio.Semaphore(max(1, jobs))
@@ -103,7 +103,7 @@ async def compare_all(accounts: Sequence[Account], source: Server, target: Serve
     return list(await asyncio.gather(*(one(a) for a in accounts)))
 
 
-async def compare_mailbox(account: Account, source: Server, target: Server,
+async def compare_mailbox(account: Account, source: Endpoint, target: Endpoint,
                           rules: FolderRules = FolderRules()) -> MailboxComparison:
     """Count one mailbox's messages per folder on both servers; never raises for server trouble."""
     comparison = MailboxComparison(account.source_user, account.target_user)
@@ -132,7 +132,7 @@ async def _count_folders(src: ImapConnection, tgt: ImapConnection, rules: Folder
     counts = []
     for folder in (f for f in await src.list_folders() if f.selectable):
         planned = plan.plan_folder(folder.name, source_ns, target_ns, rules)
-        if planned.target is None and planned.reason in ("not included", "excluded"):
+        if planned.left_out:
             continue
         try:
             source_messages = (await src.status(folder.name)).messages
@@ -152,7 +152,7 @@ async def _count_folders(src: ImapConnection, tgt: ImapConnection, rules: Folder
     return counts
 
 
-def compare_mailboxes(accounts: Sequence[Account], source: Server, target: Server, rules: FolderRules = FolderRules(),
+def compare_mailboxes(accounts: Sequence[Account], source: Endpoint, target: Endpoint, rules: FolderRules = FolderRules(),
                       jobs: int = 4) -> list[MailboxComparison]:
     """Blocking entry point: every account's folders compared, old server against new."""
     return asyncio.run(compare_all(accounts, source, target, rules, jobs))

@@ -29,25 +29,12 @@ from mailstack.imap import (
     NoSuchFolder,
     OverQuota,
 )
+from mailstack.imap.endpoint import Endpoint, login
 from mailstack.imap.wire import uid_set
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
 from mailstack.sync.plan import FolderPlan, FolderRules, FolderState
 from mailstack.sync.state import SyncState, state_file
-
-
-@dataclass(frozen=True)
-class Server:
-    """An IMAP endpoint: host, port, TLS (imaps), the CA file to trust, and optionally the address to dial."""
-
-    host: str
-    port: int
-    tls: bool
-    cafile: str | None = None
-    address: str | None = None  # connect here; the certificate is checked against ``host``
-
-    def __str__(self) -> str:
-        return f"{'imaps' if self.tls else 'imap'}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -156,7 +143,7 @@ class NoProgress:
         pass
 
 
-async def sync_all(accounts: Sequence[Account], source: Server, target: Server, options: SyncOptions,
+async def sync_all(accounts: Sequence[Account], source: Endpoint, target: Endpoint, options: SyncOptions,
                    progress: Progress | None = None) -> list[MailboxResult]:
     """Sync every account, ``options.jobs`` at a time; results in the accounts' order."""
     progress = progress or NoProgress()
@@ -172,7 +159,7 @@ async def sync_all(accounts: Sequence[Account], source: Server, target: Server, 
     return list(await asyncio.gather(*(one(a) for a in accounts)))
 
 
-async def sync_mailbox(account: Account, source: Server, target: Server, options: SyncOptions,
+async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, options: SyncOptions,
                        progress: Progress, budget: ByteBudget | None = None) -> MailboxResult:
     """Sync one mailbox, retrying after a dropped connection; never raises for server trouble."""
     result = MailboxResult(account.source_user, account.target_user, dry_run=options.dry_run)
@@ -211,7 +198,7 @@ async def sync_mailbox(account: Account, source: Server, target: Server, options
 class _MailboxRun:
     """One attempt at one mailbox: two sessions, then every folder."""
 
-    def __init__(self, account: Account, source: Server, target: Server, options: SyncOptions,
+    def __init__(self, account: Account, source: Endpoint, target: Endpoint, options: SyncOptions,
                  progress: Progress, state: SyncState, result: MailboxResult, budget: ByteBudget):
         self.account, self.source, self.target, self.budget = account, source, target, budget
         self.options, self.progress, self.state, self.result = options, progress, state, result
@@ -243,7 +230,7 @@ class _MailboxRun:
             self.result.folder(missing).errors = ["no such folder on the source"]
         for folder in plans:
             if folder.target is None:
-                if folder.reason not in ("not included", "excluded"):
+                if not folder.left_out:
                     self.result.folder(folder.name).errors = [folder.reason]
                 continue
             result = self.result.folder(folder.name)
@@ -407,19 +394,7 @@ class _MailboxRun:
         self.progress.advanced(self.account.source_user, len(messages), size)
 
 
-async def login(server: Server, user: str, password: str, side: str, timeout: float) -> ImapConnection:
-    where = f"{side} {server}"
-    connection = await ImapConnection.open(server.host, server.port, tls=server.tls, cafile=server.cafile,
-                                           timeout=timeout, where=where, address=server.address)
-    try:
-        await connection.login(user, password)
-    except ImapError:
-        connection.close()
-        raise
-    return connection
-
-
-def run_sync(accounts: Sequence[Account], source: Server, target: Server, options: SyncOptions,
+def run_sync(accounts: Sequence[Account], source: Endpoint, target: Endpoint, options: SyncOptions,
              progress: Progress | None = None) -> list[MailboxResult]:
     """Blocking entry point for the CLI and tests."""
     return asyncio.run(sync_all(accounts, source, target, options, progress))

@@ -6,6 +6,7 @@ state say and carries out what they return.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import hashlib
 from collections import defaultdict
@@ -48,6 +49,13 @@ def parse_rename(text: str) -> tuple[str, str]:
     return old, new
 
 
+class LeftOut(str, enum.Enum):
+    """Why a folder is left out by the operator's own rules (not a problem: nothing to report)."""
+
+    NOT_INCLUDED = "not included"
+    EXCLUDED = "excluded"
+
+
 @dataclass(frozen=True)
 class FolderPlan:
     """A source folder and where it goes, or why it is left out."""
@@ -55,7 +63,12 @@ class FolderPlan:
     source: str            # wire name on the source
     name: str              # Unicode name without prefix, "/" between levels
     target: str | None     # wire name on the target; None when skipped
-    reason: str = ""       # why skipped
+    reason: str = ""       # why skipped: a LeftOut, or a problem to report
+
+    @property
+    def left_out(self) -> bool:
+        """Skipped by the operator's --include/--exclude: not a problem."""
+        return self.target is None and self.reason in tuple(LeftOut)
 
 
 def normal_name(wire_name: str, namespace: Namespace) -> str:
@@ -89,9 +102,9 @@ def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: 
     """Where one source folder goes on the target, or why it is skipped."""
     name = normal_name(source, source_ns)
     if not any(fnmatch.fnmatchcase(name, p) for p in rules.include):
-        return FolderPlan(source, name, None, "not included")
+        return FolderPlan(source, name, None, LeftOut.NOT_INCLUDED)
     if any(fnmatch.fnmatchcase(name, p) for p in rules.exclude):
-        return FolderPlan(source, name, None, "excluded")
+        return FolderPlan(source, name, None, LeftOut.EXCLUDED)
     new = renamed(name, rules.renames)
     parts = new.split("/")
     clash = [p for p in parts if target_ns.delimiter != "/" and target_ns.delimiter in p]

@@ -10,7 +10,7 @@ import pulumi
 import pytest
 
 from mailstack.infra.offline import Evaluation, evaluate, reveal
-from mailstack.records import SPF_LOOKUP_LIMIT, spf_lookups
+from mailstack.host.records import SPF_LOOKUP_LIMIT, spf_lookups
 from tests.conftest import pulumi_config, stack_values, write_roster
 
 IP = "203.0.113.25"

@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from mailstack.infra.offline import Evaluation, evaluate, is_secret, reveal
-from mailstack.passwords import initial_password
+from mailstack.stack.passwords import initial_password
 from tests.conftest import PROJECT, pulumi_config, stack_values, write_roster
 
 MAIL_PORTS = {25, 465, 587, 993, 995}

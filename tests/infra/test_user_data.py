@@ -6,8 +6,8 @@ import subprocess
 
 import yaml
 
-from mailstack import hostfiles
-from mailstack.settings import settings_from_values
+from mailstack.host import files as hostfiles
+from mailstack.stack.settings import settings_from_values
 from tests.conftest import require_tool, stack_values
 
 SETTINGS = settings_from_values(stack_values("r.csv"), source="t")

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from mailstack.backup import INDEX_NAME, maildir_folder, mbox_file, run_backup
+from mailstack.sync.backup import INDEX_NAME, maildir_folder, mbox_file, run_backup
 from mailstack.local.imapserver import DovecotImap, User
-from mailstack.mailimport import run_import
+from mailstack.sync.importer import run_import
 from mailstack.problems import InputError
 from mailstack.sync.accounts import Account
-from mailstack.sync.engine import Server
+from mailstack.imap.endpoint import Endpoint
 from tests.conftest import require_root_and_packages, require_tool
 
 pytestmark = pytest.mark.integration
@@ -87,8 +87,8 @@ def target():
         yield server
 
 
-SOURCE_SERVER = Server(SOURCE, 143, False)
-TARGET_SERVER = Server(TARGET, 143, False)
+SOURCE_SERVER = Endpoint("imap", SOURCE, 143)
+TARGET_SERVER = Endpoint("imap", TARGET, 143)
 
 
 def tree_modes(root: Path) -> set[tuple[str, int]]:
@@ -167,7 +167,7 @@ def test_a_refused_login_is_reported_while_other_mailboxes_are_saved(source, tmp
 
 
 def test_an_unreachable_server_is_reported_for_each_mailbox(tmp_path):
-    results = run_backup([account("alice"), account("bob")], Server(NOBODY, 143, False), tmp_path / "backup", jobs=2)
+    results = run_backup([account("alice"), account("bob")], Endpoint("imap", NOBODY, 143), tmp_path / "backup", jobs=2)
     assert all("cannot connect" in r.error for r in results)
 
 

@@ -13,9 +13,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from mailstack import hostfiles
-from mailstack.roster import load_roster
-from mailstack.settings import settings_from_values
+from mailstack.host import files as hostfiles
+from mailstack.stack.roster import load_roster
+from mailstack.stack.settings import settings_from_values
 from tests.conftest import stack_values, write_roster
 
 pytestmark = pytest.mark.integration

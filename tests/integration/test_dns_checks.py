@@ -9,9 +9,9 @@ import pytest
 from mailstack.checks import Status, Target
 from mailstack.checks.dns import dns_checks
 from mailstack.local.dnsserver import AuthoritativeDns
-from mailstack.records import Dkim, Record, desired_records
-from mailstack.settings import settings_from_values
-from mailstack.zonefile import reverse_record, reverse_zone
+from mailstack.host.records import Dkim, Record, desired_records
+from mailstack.stack.settings import settings_from_values
+from mailstack.local.zonefile import reverse_record, reverse_zone
 from tests.conftest import require_tool, stack_values
 
 pytestmark = pytest.mark.integration

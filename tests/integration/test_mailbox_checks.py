@@ -13,18 +13,18 @@ from mailstack.checks import Status, Target
 from mailstack.checks.mailboxes import CHECK, judge_mailboxes, mailbox_check
 from mailstack.cli import app
 from mailstack.local.imapserver import DovecotImap, User
-from mailstack.settings import Endpoint
-from mailstack.status import old_server_activity
+from mailstack.imap.endpoint import Endpoint
+from mailstack.migration.status import old_server_activity
 from mailstack.sync.accounts import Account
 from mailstack.sync.compare import FolderCounts, MailboxComparison, compare_mailboxes
-from mailstack.sync.engine import Server, SyncOptions, run_sync
+from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.plan import FolderRules
 from tests.conftest import require_imap_servers
 
 pytestmark = pytest.mark.integration
 
 OLD, NEW = "127.0.7.1", "127.0.7.2"
-SOURCE, TARGET = Server(OLD, 143, False), Server(NEW, 143, False)
+SOURCE, TARGET = Endpoint("imap", OLD, 143), Endpoint("imap", NEW, 143)
 FOLDERS = ["INBOX", "Sent", "Sent Items", "日本語", 'Say "hi"', "Archive/2024"]
 CUTOVER = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
 
@@ -169,7 +169,7 @@ def test_a_wrong_password_is_an_error_for_that_mailbox_only_and_never_shows_the_
 
 def test_an_unreachable_new_server_is_an_error_not_an_exception(servers, tmp_path):
     account_list = synced(servers, tmp_path, "alice")
-    (alice,) = compare_mailboxes(account_list, SOURCE, Server("127.0.7.9", 143, False))
+    (alice,) = compare_mailboxes(account_list, SOURCE, Endpoint("imap", "127.0.7.9", 143))
     assert alice.error and "cannot connect to new server imap://127.0.7.9:143" in alice.error
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mailstack.local.dnsserver import AuthoritativeDns
-from mailstack.records import Record
-from mailstack.status import authoritative_answers, propagation, resolver_answers
+from mailstack.host.records import Record
+from mailstack.migration.status import authoritative_answers, propagation, resolver_answers
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration

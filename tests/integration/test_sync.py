@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from mailstack.cli import app
 from mailstack.local.imapserver import DovecotImap, User
 from mailstack.sync.accounts import Account
-from mailstack.sync.engine import Server, SyncOptions, run_sync
+from mailstack.imap.endpoint import Endpoint
+from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.plan import FolderRules
 from tests.conftest import PROJECT, require_imap_servers
 from tests.faultproxy import CuttingProxy
@@ -83,8 +84,8 @@ def accounts(*names: str, passwords: dict | None = None) -> list[Account]:
 
 
 def sync(old, new, account_list, tmp_path, **options):
-    source = options.pop("source", Server(OLD, 143, False))
-    target = options.pop("target", Server(NEW, 143, False))
+    source = options.pop("source", Endpoint("imap", OLD, 143))
+    target = options.pop("target", Endpoint("imap", NEW, 143))
     return run_sync(account_list, source, target, SyncOptions(state_dir=tmp_path / "state", **options))
 
 
@@ -166,11 +167,11 @@ def test_tls_to_both_servers_with_a_cafile(servers, tmp_path):
     fill(old, "bob", 12)
     bundle = tmp_path / "ca.pem"
     bundle.write_text(old.cert.read_text() + new.cert.read_text())
-    (result,) = sync(old, new, accounts("bob"), tmp_path, source=Server(OLD, 993, True, str(bundle)),
-                     target=Server(NEW, 993, True, str(bundle)))
+    (result,) = sync(old, new, accounts("bob"), tmp_path, source=Endpoint("imaps", OLD, 993, str(bundle)),
+                     target=Endpoint("imaps", NEW, 993, str(bundle)))
     assert result.in_sync, result.errors
     same(old, new, "bob")
-    (untrusted,) = sync(old, new, accounts("bob"), tmp_path, source=Server(OLD, 993, True, None))
+    (untrusted,) = sync(old, new, accounts("bob"), tmp_path, source=Endpoint("imaps", OLD, 993, None))
     assert not untrusted.in_sync and "certificate" in untrusted.error
 
 
@@ -184,12 +185,12 @@ def test_connections_cut_at_random_points_lose_and_duplicate_nothing(servers, tm
     fill(old, "bob", 60, seed=seed + 10)
     with CuttingProxy((OLD, 1143), (OLD, 143), cuts=4, seed=seed) as to_old, \
             CuttingProxy((NEW, 1143), (NEW, 143), cuts=4, seed=seed + 100) as to_new:
-        first = sync(old, new, accounts("alice", "bob"), tmp_path, source=Server(OLD, 1143, False),
-                     target=Server(NEW, 1143, False), jobs=2, retries=2, batch_count=20)
+        first = sync(old, new, accounts("alice", "bob"), tmp_path, source=Endpoint("imap", OLD, 1143),
+                     target=Endpoint("imap", NEW, 1143), jobs=2, retries=2, batch_count=20)
         assert to_old.made + to_new.made == 8  # every cut was made
         assert sum(r.retries for r in first) > 0
-        second = sync(old, new, accounts("alice", "bob"), tmp_path, source=Server(OLD, 1143, False),
-                      target=Server(NEW, 1143, False), jobs=2)
+        second = sync(old, new, accounts("alice", "bob"), tmp_path, source=Endpoint("imap", OLD, 1143),
+                      target=Endpoint("imap", NEW, 1143), jobs=2)
     assert all(r.in_sync for r in second), [r.errors for r in second]
     same(old, new, "alice")
     same(old, new, "bob")

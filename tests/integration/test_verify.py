@@ -21,11 +21,11 @@ from mailstack.checks.service import SERVICE_CHECKS, judge_certificate, tls_floo
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.passwords import initial_password
-from mailstack.records import Dkim, desired_records, dkim_value
-from mailstack.roster import load_roster
-from mailstack.settings import settings_from_values
-from mailstack.zonefile import reverse_record, reverse_zone
+from mailstack.stack.passwords import initial_password
+from mailstack.host.records import Dkim, desired_records, dkim_value
+from mailstack.stack.roster import load_roster
+from mailstack.stack.settings import settings_from_values
+from mailstack.local.zonefile import reverse_record, reverse_zone
 from tests.conftest import PROJECT, require_root_and_packages, require_tool, stack_values, write_roster
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import hostfiles, records
-from mailstack.hostfiles import Placement
+from mailstack.host import files as hostfiles, records
+from mailstack.host.files import Placement
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.roster import load_roster
-from mailstack.settings import settings_from_values
+from mailstack.stack.roster import load_roster
+from mailstack.stack.settings import settings_from_values
 from tests.conftest import require_imap_servers, require_tool, stack_values, write_roster
 
 pytestmark = pytest.mark.integration

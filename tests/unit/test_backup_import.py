@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack.backup import (
+from mailstack.sync.backup import (
     BackupBusy,
     BackupIndex,
     assign_letters,
@@ -19,7 +19,7 @@ from mailstack.backup import (
     mbox_file,
 )
 from mailstack.imap import utf7
-from mailstack.mailimport import from_line_date, message_key, prepare, pst_folders
+from mailstack.sync.importer import from_line_date, message_key, prepare, pst_folders
 
 T0 = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
 BODY = b"From: a@example.org\r\nSubject: hi\r\n\r\nline one\r\nFrom here on\r\n"

@@ -64,7 +64,19 @@ def test_check_validates_each_example_stack_and_its_roster(env):
     assert f"stack {env}: settings valid" in result.output
 
 
-def test_check_of_an_unknown_stack_names_the_known_ones():
+def example_project(tmp_path):
+    """A copy of the project's example stacks only, whatever other stack files this checkout holds."""
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    shutil.copytree(PROJECT / "stacks" / "mailboxes", project / "stacks" / "mailboxes")
+    for env in ("dev", "staging", "prod"):
+        shutil.copy(PROJECT / "stacks" / f"Pulumi.{env}.yaml", project / "stacks")
+    shutil.copy(PROJECT / "Pulumi.yaml", project)
+    return project
+
+
+def test_check_of_an_unknown_stack_names_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(example_project(tmp_path))
     result = invoke("check", "-s", "qa")
     assert result.exit_code == 1 and "known stacks: dev, prod, staging" in result.output
 
@@ -81,9 +93,7 @@ def test_preview_evaluates_the_program_offline_and_reports_as_json():
 
 
 def test_preview_of_a_stack_with_a_broken_roster_exits_1_with_the_problem(tmp_path, monkeypatch):
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT / "stacks", project / "stacks")
-    shutil.copy(PROJECT / "Pulumi.yaml", project)
+    project = example_project(tmp_path)
     (project / "stacks/mailboxes/dev.csv").write_text("address,password\nx@example.com,{MD5}abc\n")
     monkeypatch.chdir(project)
     result = invoke("preview", "-s", "dev")

@@ -10,11 +10,11 @@ import subprocess
 
 import pytest
 
-from mailstack import hostfiles
-from mailstack.hostfiles import Placement
+from mailstack.host import files as hostfiles, records
+from mailstack.host.files import Placement
 from mailstack.problems import InputError
-from mailstack.roster import load_roster
-from mailstack.settings import settings_from_values
+from mailstack.stack.roster import load_roster
+from mailstack.stack.settings import settings_from_values
 from tests.conftest import require_tool, stack_values, write_roster
 
 VOLUME = "vol-0123456789abcdef0"
@@ -48,7 +48,7 @@ def test_dkim_key_is_readable_by_opendkim_only(tmp_path, dkim_key):
 def test_dkim_txt_record_publishes_the_public_key_of_the_private_key(dkim_key):
     public = subprocess.run(["openssl", "pkey", "-pubout"], input=dkim_key, capture_output=True, text=True, check=True)
     body = "".join(line for line in public.stdout.splitlines() if "-----" not in line)
-    assert hostfiles.dkim_txt_record(dkim_key) == f"v=DKIM1; k=rsa; p={body}"
+    assert records.dkim_value(public.stdout) == f"v=DKIM1; k=rsa; p={body}"
 
 
 def test_relay_sends_through_the_smarthost_with_the_sasl_password_file(tmp_path):

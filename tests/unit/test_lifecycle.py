@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mailstack.evidence import Evidence, FinalSync, Verification
-from mailstack.lifecycle import cutover_gate, decommission_gate, next_step, phase_gate
-from mailstack.settings import settings_from_values
+from mailstack.migration.evidence import Evidence, FinalSync, Verification
+from mailstack.migration.lifecycle import cutover_gate, decommission_gate, next_step, phase_gate
+from mailstack.stack.settings import settings_from_values
 from tests.conftest import stack_values
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)

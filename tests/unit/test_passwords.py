@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mailstack.passwords import PASSWORD_LENGTH, initial_password, initial_password_hash
+from mailstack.stack.passwords import PASSWORD_LENGTH, initial_password, initial_password_hash
 from tests.conftest import require_tool
 
 SEED = "a" * 48

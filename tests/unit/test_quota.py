@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack.quota import MAX_QUOTA, format_quota, parse_quota
+from mailstack.stack.quota import MAX_QUOTA, format_quota, parse_quota
 
 K, M, G, T = 1024, 1024**2, 1024**3, 1024**4
 

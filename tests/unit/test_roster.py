@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 
 from mailstack.problems import InputError, Problem
-from mailstack.roster import (
+from mailstack.stack.roster import (
     GeneratePassword,
     Mailbox,
     PasswordHash,

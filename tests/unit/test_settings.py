@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mailstack.problems import InputError
-from mailstack.settings import load_stack_file, settings_from_values
+from mailstack.stack.settings import load_stack_file, settings_from_values
 from tests.conftest import PROJECT, stack_values
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from mailstack.evidence import Evidence, FinalSync, Verification
-from mailstack.lifecycle import cutover_gate
-from mailstack.settings import settings_from_values
-from mailstack.status import MailboxActivity, MxAnswer, assess, propagation
+from mailstack.migration.evidence import Evidence, FinalSync, Verification
+from mailstack.migration.lifecycle import cutover_gate
+from mailstack.stack.settings import settings_from_values
+from mailstack.migration.status import MailboxActivity, MxAnswer, assess, propagation
 from tests.conftest import stack_values
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)

@@ -17,12 +17,12 @@ import dns.query
 import dns.rdatatype
 
 from mailstack.checks.dns import lookup, resolver
-from mailstack.evidence import Evidence
+from mailstack.migration.evidence import Evidence
 from mailstack.imap import ImapError, NoSuchFolder
 from mailstack.imap.wire import internaldate_epoch, uid_set
-from mailstack.lifecycle import Decision, decommission_gate
-from mailstack.settings import Endpoint, Settings
-from mailstack.sync.engine import Server, login
+from mailstack.migration.lifecycle import Decision, decommission_gate
+from mailstack.stack.settings import Settings
+from mailstack.imap.endpoint import Endpoint, login
 
 ASSUMED_PREVIOUS_TTL = 86400  # when the TTL was lowered before status first looked: assume a day, the common maximum
 
@@ -204,7 +204,7 @@ async def _all_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], sin
 
 
 async def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:
-    imap = await login(Server(endpoint.host, endpoint.port, endpoint.tls, cafile), user, password, "old server", 30)
+    imap = await login(endpoint.trusting(cafile), user, password, "old server", 30)
     try:
         arrivals: list[datetime] = []
         # SEARCH SINCE compares dates only, in a time zone of the server's choosing: ask from the day before,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mailstack.evidence import Evidence
-from mailstack.settings import Settings
+from mailstack.migration.evidence import Evidence
+from mailstack.stack.settings import Settings
 
 _NEXT = {
     "provision": (

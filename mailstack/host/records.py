@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from mailstack.settings import Settings
+from mailstack.stack.settings import Settings
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4
 _LOOKUP_TERMS = re.compile(r"^(?:[+?~-])?(include:|a\b|a:|a/|mx\b|mx:|mx/|ptr\b|ptr:|exists:|redirect=)", re.I)
@@ -99,8 +99,8 @@ def merge_txt(ours: Iterable[str], existing: Iterable[str]) -> tuple[str, ...]:
     return ours + tuple(kept)
 
 
-def _mx(settings: Settings) -> tuple[tuple[str, ...], int, str]:
-    """MX values, TTL and reason of the phase."""
+def mx_for_phase(settings: Settings) -> tuple[tuple[str, ...], int, str]:
+    """The MX flip: MX values, TTL and reason of the phase (old server, then the new host)."""
     if settings.phase == "provision":
         old = settings.old_server
         return ((f"{old.mx_priority} {old.host}.",), settings.cutover_ttl,
@@ -132,7 +132,7 @@ def certificate_names(settings: Settings) -> list[str]:
 def domain_records(settings: Settings, domain: str, dkim: Dkim | None) -> list[Record]:
     """Every record of one mail domain for the stack's phase."""
     host, ttl, contact = settings.host.name, settings.normal_ttl, settings.contact
-    mx_values, mx_ttl, mx_reason = _mx(settings)
+    mx_values, mx_ttl, mx_reason = mx_for_phase(settings)
     spf = spf_value(settings)
     records = [
         Record(domain, "MX", mx_values, mx_ttl, mx_reason),
@@ -165,17 +165,15 @@ def domain_records(settings: Settings, domain: str, dkim: Dkim | None) -> list[R
             ))),
         ]
     if dkim is not None:
-        # The key may still be a Pulumi Output while the program declares the record.
-        value = dkim.txt.apply(txt) if hasattr(dkim.txt, "apply") else txt(dkim.txt)
-        records.append(Record(f"{dkim.selector}._domainkey.{domain}", "TXT", (value,), ttl,
+        records.append(Record(f"{dkim.selector}._domainkey.{domain}", "TXT", (txt(dkim.txt),), ttl,
                               f"DKIM: public key of selector {dkim.selector}, signing outgoing mail on the new host"))
     return records
 
 
-def host_records(settings: Settings, ip: object) -> list[Record]:
-    """Records of the new host itself; ``ip`` may be a Pulumi Output."""
+def host_records(settings: Settings, ip: str) -> list[Record]:
+    """Records of the new host itself."""
     return [
-        Record(settings.host.name, "A", (ip,), settings.normal_ttl,  # type: ignore[arg-type]
+        Record(settings.host.name, "A", (ip,), settings.normal_ttl,
                "address of the new mail host; its PTR points back to this name"),
         Record(settings.host.name, "CAA", ('0 issue "letsencrypt.org"', f'0 iodef "mailto:{settings.contact}"'),
                settings.normal_ttl, "only Let's Encrypt may issue certificates for the host (and the names aliased to it)"),
@@ -192,7 +190,7 @@ def old_server_records(settings: Settings) -> list[Record]:
                    "the old server stays reachable by name (sync, stale MX caches) until decommission")]
 
 
-def desired_records(settings: Settings, *, ip: object, dkim: Dkim | None = None) -> list[Record]:
+def desired_records(settings: Settings, *, ip: str, dkim: Dkim | None = None) -> list[Record]:
     """Every record the stack declares in its phase, host records first."""
     return (host_records(settings, ip) + old_server_records(settings)
             + [r for d in settings.domains for r in domain_records(settings, d, dkim)])

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -26,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from mailstack.domains import normalise_domain
+from mailstack.imap.endpoint import IMAP_SCHEMES, POP_SCHEMES, Endpoint, parse_endpoint
+from mailstack.stack.domains import normalise_domain
 from mailstack.problems import InputError, Problem
 
 NAMESPACE = "mailstack"
@@ -55,7 +55,7 @@ def _pattern(regex: str, example: str):
 
 
 def _quota(value: str) -> str:
-    from mailstack.quota import parse_quota
+    from mailstack.stack.quota import parse_quota
 
     parse_quota(value)
     return value
@@ -71,52 +71,12 @@ Fqdn = Annotated[str, AfterValidator(_fqdn)]
 InstanceType = Annotated[str, AfterValidator(_instance_type)]
 Phase = Literal["provision", "cutover", "decommission"]
 
-_DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A mail server endpoint such as ``imaps://mail.example.net:993``."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme.endswith("s")
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def parse_endpoint(value: str, schemes: tuple[str, ...]) -> Endpoint:
-    """Parse ``scheme://host[:port]`` for one of ``schemes``; port defaults by scheme."""
-    if not isinstance(value, str) or "://" not in value:
-        raise ValueError(f"{value!r} is not an endpoint like {schemes[-1]}://mail.example.net")
-    parts = urlsplit(value)
-    if parts.scheme not in schemes:
-        raise ValueError(f"{value!r}: scheme must be one of {', '.join(schemes)}")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
-    host = parts.hostname or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = _fqdn(host)
-    if parts.path not in ("", "/") or parts.query or parts.username:
-        raise ValueError(f"{value!r}: give only scheme, host and port")
-    return Endpoint(parts.scheme, host, port)
-
-
 def _imap_endpoint(value: Any) -> Endpoint:
-    return value if isinstance(value, Endpoint) else parse_endpoint(value, ("imap", "imaps"))
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, IMAP_SCHEMES)
 
 
 def _pop_endpoint(value: Any) -> Endpoint:
-    return value if isinstance(value, Endpoint) else parse_endpoint(value, ("pop3", "pop3s"))
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, POP_SCHEMES)
 
 
 class _Model(BaseModel):

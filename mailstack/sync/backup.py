@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from mailstack.files import fsync_dir, private_dir, write_private
 from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Namespace, utf7
 from mailstack.imap.wire import internaldate_epoch
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
-from mailstack.sync.engine import Server, login
+from mailstack.imap.endpoint import Endpoint, login
 from mailstack.sync.plan import FolderRules
 
 FORMATS = ("maildir", "mbox")
@@ -183,36 +184,6 @@ def mbox_entry(body: bytes, flags: Iterable[str], epoch: int) -> bytes:
 
 
 # ---------------------------------------------------------------- files
-
-
-def private_dir(path: Path) -> None:
-    """Create a directory (and its parents) readable by the owner only; an existing one is left as it is."""
-    if path.is_dir():
-        return
-    if not path.parent.exists():
-        private_dir(path.parent)
-    path.mkdir(mode=0o700, exist_ok=True)
-
-
-def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write a new file, mode 0600, flushed to disk before it is used."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BackupIndex:
@@ -366,7 +337,7 @@ class BackupOptions:
     timeout: float = 120.0
 
 
-def run_backup(accounts: Sequence[Account], server: Server, to: Path, fmt: str = "maildir",
+def run_backup(accounts: Sequence[Account], server: Endpoint, to: Path, fmt: str = "maildir",
                rules: FolderRules = FolderRules(), jobs: int = 4) -> list[BackupResult]:
     """Save each account's source mailbox under ``to`` (``jobs`` at a time); one result per source user."""
     if fmt not in FORMATS:
@@ -374,7 +345,7 @@ def run_backup(accounts: Sequence[Account], server: Server, to: Path, fmt: str =
     return asyncio.run(backup_all(accounts, server, to, BackupOptions(fmt, rules, jobs)))
 
 
-async def backup_all(accounts: Sequence[Account], server: Server, to: Path,
+async def backup_all(accounts: Sequence[Account], server: Endpoint, to: Path,
                      options: BackupOptions) -> list[BackupResult]:
     """Every distinct source mailbox once (two rows for one source user would write the same files)."""
     unique: dict[str, Account] = {}
@@ -389,7 +360,7 @@ async def backup_all(accounts: Sequence[Account], server: Server, to: Path,
     return list(await asyncio.gather(*(one(a) for a in unique.values())))
 
 
-async def backup_mailbox(account: Account, server: Server, to: Path, options: BackupOptions) -> BackupResult:
+async def backup_mailbox(account: Account, server: Endpoint, to: Path, options: BackupOptions) -> BackupResult:
     """Save one mailbox; never raises for server or file trouble: the result says what went wrong."""
     path = mailbox_dir(to, account.source_user)
     result = BackupResult(account.source_user, path)
@@ -407,7 +378,7 @@ async def backup_mailbox(account: Account, server: Server, to: Path, options: Ba
         problems += [f"{name}: no such folder on the source" for name in missing]
         for folder in plans:
             if folder.target is None:
-                if folder.reason not in ("not included", "excluded"):
+                if not folder.left_out:
                     problems.append(f"{folder.name}: {folder.reason}")
                 continue
             name = plan.renamed(folder.name, options.rules.renames)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from mailstack.records import Record
+from mailstack.host.records import Record
 
 
 def _txt_strings(value: str) -> str:

@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mailstack.backup import STATUS_LETTERS, X_STATUS_LETTERS, header_of
+from mailstack.sync.backup import STATUS_LETTERS, X_STATUS_LETTERS, header_of
 from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Namespace, OverQuota
 from mailstack.problems import InputError, Problem
 from mailstack.sync import plan
-from mailstack.sync.engine import Server, login
+from mailstack.imap.endpoint import Endpoint, login
 
 KINDS = ("mbox", "pst")
 READPST_INSTALL = "apt-get install pst-utils"
@@ -252,7 +252,7 @@ def _pst_sources(files: Sequence[Path], folder: str, scratch: Path) -> list[Sour
 # ---------------------------------------------------------------- the run
 
 
-def run_import(files: Sequence[Path], kind: str, server: Server, user: str, password: str, folder: str, *,
+def run_import(files: Sequence[Path], kind: str, server: Endpoint, user: str, password: str, folder: str, *,
                batch_bytes: int = 2 * 1024 * 1024, batch_count: int = 250,
                timeout: float = 120.0) -> list[ImportResult]:
     """Import mbox or PST files into ``folder`` of ``user``'s mailbox; one result per input folder.
@@ -270,7 +270,7 @@ def run_import(files: Sequence[Path], kind: str, server: Server, user: str, pass
                 box.close()
 
 
-async def _import_all(sources: list[Source], server: Server, user: str, password: str, batch_bytes: int,
+async def _import_all(sources: list[Source], server: Endpoint, user: str, password: str, batch_bytes: int,
                       batch_count: int, timeout: float) -> list[ImportResult]:
     results = [ImportResult(s.origin, s.folder) for s in sources]
     if not sources:

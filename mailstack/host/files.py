@@ -7,7 +7,6 @@ tested is what is deployed.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import jinja2
 
-from mailstack import records
-from mailstack.passwords import initial_password_hash
-from mailstack.roster import GeneratePassword, Mailbox, Roster
-from mailstack.settings import Settings
+from mailstack.host import records
+from mailstack.stack.passwords import initial_password_hash
+from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
+from mailstack.stack.settings import Settings
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MAIL_ROOT = "/var/mail/vmail"
 BUNDLE_FORMAT = 1
 
@@ -160,7 +159,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
     """Every file the bundle installs on the host, keyed by its path on the host.
 
     ``dkim_private_key`` is the PEM of the DKIM signing key (publish
-    :func:`dkim_txt_record` of it at ``<dkim_selector>._domainkey.<domain>``);
+    :func:`mailstack.host.records.dkim_value` of its public half at ``<dkim_selector>._domainkey.<domain>``);
     without it no DKIM files are rendered and mail goes out unsigned.
     ``placement`` is for local runs: the keys stay the host's paths, the
     contents point under ``placement.root`` (see :class:`Placement`).
@@ -207,19 +206,6 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         files["/var/www/mailstack/.well-known/mta-sts.txt"] = HostFile(records.mta_sts_policy(settings))
         files["/var/www/mailstack/mail/config-v1.1.xml"] = HostFile(render("nginx/config-v1.1.xml.j2", **ctx))
     return files
-
-
-def dkim_txt_record(private_key_pem: str) -> str:
-    """The DKIM public key TXT record value of an RSA private key: ``v=DKIM1; k=rsa; p=...``.
-
-    Longer than 255 characters for a 2048-bit key: DNS publishes it as
-    several strings of one TXT record.
-    """
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
 def bundle_document(files: dict[str, HostFile]) -> str:

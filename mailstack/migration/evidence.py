@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from mailstack.files import write_file
 from mailstack.problems import InputError, Problem
 
 
@@ -64,9 +65,8 @@ def load_evidence(path: Path) -> Evidence | None:
 def save_evidence(path: Path, evidence: Evidence) -> None:
     """Write the evidence file atomically (a reviewer reads it in the cutover pull request)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.new")
-    temporary.write_text(evidence.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    # Readable by all: it holds no secret, and it is committed for reviewers.
+    write_file(path, evidence.model_dump_json(indent=2, exclude_none=True) + "\n", mode=0o644)
 
 
 def record(path: Path, **parts) -> Evidence:

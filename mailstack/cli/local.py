@@ -9,39 +9,33 @@ from pathlib import Path
 
 import typer
 
-local_app = typer.Typer(help="Run the rendered mail host on a loopback address (Postfix, Dovecot, OpenDKIM).",
-                        no_args_is_help=True)
+from mailstack.cli.common import EXIT_PROBLEMS, RequiredStackOption, command, err, load_stack, out
+from mailstack.files import write_private
+
+
+def register(app: typer.Typer) -> None:
+    local_app = typer.Typer(help="Run the rendered mail host on a loopback address (Postfix, Dovecot, OpenDKIM).",
+                            no_args_is_help=True)
+    command(local_app, "up", up)
+    command(local_app, "down", down)
+    app.add_typer(local_app, name="local")
 
 
 def _problem(message: str) -> None:
-    # Imported here: mailstack.cli imports this module to register it.
-    from mailstack.console import EXIT_PROBLEMS, err
-
     err.print(f"mailstack local: {message}", markup=False)
     raise typer.Exit(EXIT_PROBLEMS)
 
 
-def _write_private(path: Path, document: dict) -> None:
-    """Write the state file readable by its owner only: it holds a mailbox password."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-
-
-@local_app.command("up")
 def up(
-    stack: str = typer.Option(..., "-s", "--stack", help="Stack (environment) name."),
+    stack: str = RequiredStackOption,
     address: str = typer.Option(..., "--address", help="Loopback address to serve on, e.g. 127.0.2.1 (added if absent)."),
     state: Path = typer.Option(..., "--state", help="JSON file to write: address, ports, CA certificate, a test mailbox."),
 ) -> None:
     """Start the stack's rendered host on ADDRESS (ports 25, 465, 587, 993, 995) and write STATE."""
-    from mailstack.console import _load_stack, out
     from mailstack.local import host as local
-    from mailstack.passwords import initial_password
+    from mailstack.stack.passwords import initial_password
 
-    stack_file, roster = _load_stack(stack)
+    stack_file, roster = load_stack(stack)
     settings = stack_file.settings
     roster, mailbox = local.with_test_mailbox(roster, settings.primary_domain)
     # A new seed per run: the generated passwords of a local run are its own.
@@ -62,7 +56,8 @@ def up(
         "logs": str(running.log_dir),
     }
     try:
-        _write_private(state, document)
+        # Readable by its owner only: it holds a mailbox password.
+        write_private(state, json.dumps(document, indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         running.stop()
         _problem(f"cannot write {state}: {exc.strerror}; the host was stopped again")
@@ -70,10 +65,8 @@ def up(
               f"state in {state}; stop it with: mailstack local down --state {state}", markup=False)
 
 
-@local_app.command("down")
 def down(state: Path = typer.Option(..., "--state", help="The state file `mailstack local up` wrote.")) -> None:
     """Stop the local host of STATE and remove what it added (files, loopback address)."""
-    from mailstack.console import out
     from mailstack.local import host as local
 
     try:

@@ -1,0 +1,120 @@
+"""What every mailstack command shares: consoles, exit codes, options, loading a stack and the inputs of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from mailstack.problems import InputError, Problem
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # the input has problems: each printed with where it is and what to do; nothing was changed
+EXIT_USAGE = 2  # wrong usage (typer's own code for a bad option)
+EXIT_FAILED = 3  # a check failed, or a mailbox is not in sync (not backed up, not imported): each with its reason
+
+EXIT_CODES = ("Exit codes: 0 done; 1 the input has problems (each with where it is and what to do; nothing was "
+              "changed); 2 wrong usage; 3 a check failed or a mailbox is not in sync (each with its reason).")
+
+ACCOUNTS_ENV = "MAILSTACK_SYNC_ACCOUNTS"
+
+StackOption = typer.Option(None, "-s", "--stack", help="Stack (environment) name, as in stacks/Pulumi.<env>.yaml.")
+RequiredStackOption = typer.Option(..., "-s", "--stack", help="Stack (environment) name, as in stacks/Pulumi.<env>.yaml.")
+AccountsOption = typer.Option(None, "--accounts", envvar=ACCOUNTS_ENV, show_envvar=True,
+                              help="CSV: source_user,source_password,target_user,target_password. Plain passwords: "
+                                   "keep it out of git.")
+CafileOption = typer.Option(None, "--cafile", help="CA certificates (PEM) to trust for TLS, besides the system's.")
+IncludeOption = typer.Option([], "--include", help="Only folders matching this pattern (repeatable; '*' any, '/' between levels).")
+ExcludeOption = typer.Option([], "--exclude", help="Leave out folders matching this pattern (repeatable).")
+JsonOption = typer.Option(False, "--json", help="Print the report as JSON.")
+
+
+def command(app: typer.Typer, name: str, function: Callable) -> None:
+    """Register ``function`` as ``name``; every command's --help ends with the exit codes."""
+    app.command(name, epilog=EXIT_CODES)(function)
+
+
+def fail(exc: InputError) -> None:
+    """Print every problem of the input and exit 1."""
+    err.print(exc.report(), markup=False)
+    raise typer.Exit(EXIT_PROBLEMS)
+
+
+def load_stack(stack: str):
+    """A stack's file and roster, validated; exits 1 with every problem."""
+    from mailstack.stack.roster import load_roster
+    from mailstack.stack.settings import load_stack_file
+
+    try:
+        stack_file = load_stack_file(stack)
+        settings = stack_file.settings
+        roster = load_roster(stack_file.resolve(settings.roster), domains=settings.domains,
+                             default_quota=settings.default_quota)
+    except InputError as exc:
+        fail(exc)
+    return stack_file, roster
+
+
+def imap_endpoint(url: str, cafile: Optional[Path], what: str):
+    """An IMAP endpoint from a ``imap[s]://HOST[:PORT]`` option; a bad one is a usage error naming the option."""
+    from mailstack.imap.endpoint import parse_endpoint
+
+    try:
+        return parse_endpoint(url).trusting(str(cafile) if cafile else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=what) from None
+
+
+def read_accounts(path: Optional[Path], roster_addresses: Optional[set[str]] = None, *, source_only: bool = False):
+    """The accounts file's valid rows and its problems; exits 1 when no row is usable."""
+    from mailstack.sync import accounts as accounts_file
+
+    if path is None:
+        raise typer.BadParameter(f"give --accounts FILE (or set {ACCOUNTS_ENV})", param_hint="--accounts")
+    try:
+        accounts, problems = accounts_file.read_accounts(path, source_only=source_only)
+    except InputError as exc:
+        fail(exc)
+    if roster_addresses is not None and not source_only:
+        kept = []
+        for account in accounts:
+            if account.target_user.lower() in roster_addresses:
+                kept.append(account)
+            else:
+                problems.append(Problem(account.where, f"target_user {account.target_user!r} is not in the stack's roster"))
+        accounts = kept
+    if not accounts:
+        fail(InputError(f"accounts file {path}", problems or [Problem(str(path), "no account rows")]))
+    return accounts, problems
+
+
+def folder_rules(include: list[str], exclude: list[str], renames: list[str]):
+    """The sync's folder rules from --include/--exclude/--map; a bad --map is a usage error."""
+    from mailstack.sync.plan import FolderRules, parse_rename
+
+    try:
+        parsed = tuple(parse_rename(r) for r in renames)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--map") from None
+    return FolderRules(tuple(include) or ("*",), tuple(exclude), parsed)
+
+
+def record_evidence(stack_file, **parts) -> Path:
+    """Fold what was measured into the stack's evidence file (read by the gates)."""
+    from mailstack.migration.evidence import evidence_path, record
+
+    path = evidence_path(stack_file.project_dir, stack_file.env)
+    record(path, **parts)
+    err.print(f"recorded in {path}", markup=False)
+    return path
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mailstack" / "sync"

@@ -1,0 +1,67 @@
+"""``mailstack check`` and ``mailstack preview``: a stack validated, and the program evaluated offline."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from mailstack.cli.common import EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, err, load_stack, out
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "check", check)
+    command(app, "preview", preview)
+
+
+def check(stack: str = RequiredStackOption) -> None:
+    """Validate a stack's settings and its roster, changing nothing."""
+    stack_file, roster = load_stack(stack)
+    settings = stack_file.settings
+    out.print(f"stack {stack}: settings valid; roster {settings.roster}: {len(roster)} mailboxes; "
+              f"phase {settings.phase}", markup=False)
+
+
+def preview(stack: str = RequiredStackOption, as_json: bool = JsonOption) -> None:
+    """Evaluate the Pulumi program offline (Pulumi's mock engine) and show what it would declare.
+
+    No AWS call is made and nothing is changed: ids and addresses that AWS
+    would assign are stand-ins. Use `pulumi preview -s ENV` for the real diff.
+    """
+    import pulumi
+
+    from mailstack.infra.offline import evaluate, stack_config
+    from mailstack.infra.preview import summary
+
+    stack_file, _ = load_stack(stack)
+    config, secrets = stack_config(stack_file.path)
+    try:
+        evaluation = evaluate(config, project_dir=stack_file.project_dir, stack=stack, secret_keys=secrets,
+                              region=stack_file.region or "eu-west-1")
+    except pulumi.RunError as exc:
+        err.print(f"stack {stack}: {exc}", markup=False)
+        raise typer.Exit(EXIT_PROBLEMS) from None
+    report = summary(evaluation)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    _print_preview(stack, report)
+
+
+def _print_preview(stack: str, report: dict) -> None:
+    out.print(f"[bold]mailstack preview -s {stack}[/bold]  (offline: Pulumi mock engine, no AWS calls)")
+    table = Table("resource", "name", "what matters", title=f"{report['resource_count']} resources")
+    for row in report["resources"]:
+        table.add_row(row["type"], row["name"], row["detail"])
+    out.print(table)
+    dns = Table("name", "type", "value", "ttl", "why", title=f"DNS records of the {report['outputs']['phase']} phase")
+    for rec in report["outputs"]["dns_records"]:
+        dns.add_row(rec["name"], rec["type"], " ".join(rec["values"]), str(rec["ttl"]), rec["reason"])
+    out.print(dns)
+    facts = report["facts"]
+    out.print(f"ports open to the internet: {', '.join(map(str, facts['open_ports']))}")
+    out.print(f"user-data: {facts['user_data_bytes']} bytes (EC2 limit 16384); "
+              f"bundle: {facts['bundle_bytes']} bytes, version {report['outputs']['bundle_version']}, "
+              f"{report['outputs']['mailboxes']} mailboxes")
+    out.print(f"[bold]next step:[/bold] {report['outputs']['next_step']}")
