@@ -8,6 +8,7 @@ from mailstack.checks import Check, Result, Target, error, ok
 from mailstack.sync.accounts import Account
 from mailstack.sync.compare import MailboxComparison, compare_mailboxes
 from mailstack.imap.endpoint import Endpoint
+from mailstack.imap.wire import printable
 from mailstack.sync.plan import FolderRules
 
 CHECK = "mailboxes match old server"
@@ -33,7 +34,8 @@ def judge_mailboxes(comparisons: Sequence[MailboxComparison]) -> Result:
         listed = comparison.differences[:SHOWN - shown]
         if listed:
             shown += len(listed)
-            lines.append(f"{comparison.source_user} -> {comparison.target_user}: " + "; ".join(listed))
+            lines.append(f"{comparison.source_user} -> {comparison.target_user}: "
+                         + "; ".join(printable(d, None) for d in listed))
     if total > shown:
         lines.append(f"and {total - shown} more")
     unreached = sum(1 for c in differing if c.error)

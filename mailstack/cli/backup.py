@@ -9,9 +9,11 @@ from typing import Optional
 import typer
 
 from mailstack.cli.common import (
-    EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, ExcludeOption, IncludeOption, StackOption, command, err,
-    fail, folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
+    EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption,
+    MailboxDeadlineOption, MaxMessageOption, StackOption, command, duration, err, fail, folder_rules, imap_endpoint,
+    load_stack, out, read_accounts, record_evidence,
 )
+from mailstack.imap.wire import printable
 from mailstack.cli.sync import SourceOption
 from mailstack.problems import InputError, Problem
 
@@ -36,6 +38,9 @@ def backup(
     include: list[str] = IncludeOption,
     exclude: list[str] = ExcludeOption,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=64, help="Mailboxes backed up at once."),
+    max_message_size: int = MaxMessageOption,
+    deadline: Optional[str] = DeadlineOption,
+    mailbox_deadline: str = MailboxDeadlineOption,
 ) -> None:
     """Save every source mailbox to local files before the migration (run again to add what is new)."""
     from mailstack.sync.backup import run_backup
@@ -52,15 +57,19 @@ def backup(
     accounts, problems = read_accounts(accounts_file, source_only=True)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)
-    results = run_backup(accounts, server, to, fmt=fmt, rules=folder_rules(include, exclude, []), jobs=jobs)
+    results = run_backup(accounts, server, to, fmt=fmt, rules=folder_rules(include, exclude, []), jobs=jobs,
+                         max_message_bytes=max_message_size * 1024 * 1024, deadline=duration(deadline, "--deadline"),
+                         mailbox_deadline=duration(mailbox_deadline, "--mailbox-deadline"))
     failed = False
     for result in results:
         if result.error:
             failed = True
-            err.print(f"{result.user}: NOT backed up: {result.error}", markup=False)
+            err.print(f"{result.user}: NOT backed up: {printable(result.error, None)}", markup=False)
         else:
             out.print(f"{result.user}: {result.folders} folders, {result.written} messages written, "
                       f"{result.present} already there -> {result.path}", markup=False)
+        for note in result.notes:
+            out.print(f"{result.user}: {printable(note, None)}", markup=False)
     if stack_file is not None and not failed and not problems:
         from datetime import datetime, timezone
 

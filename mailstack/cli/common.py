@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -33,6 +34,15 @@ CafileOption = typer.Option(None, "--cafile", help="CA certificates (PEM) to tru
 IncludeOption = typer.Option([], "--include", help="Only folders matching this pattern (repeatable; '*' any, '/' between levels).")
 ExcludeOption = typer.Option([], "--exclude", help="Leave out folders matching this pattern (repeatable).")
 JsonOption = typer.Option(False, "--json", help="Print the report as JSON.")
+MaxMessageOption = typer.Option(64, "--max-message-size", min=1, max=4096, metavar="MIB",
+                                help="Largest message copied, in MiB: a larger one is reported and left on the old "
+                                     "server, never held in memory.")
+DeadlineOption = typer.Option(None, "--deadline", metavar="DURATION",
+                              help="Stop the whole run after this long (e.g. 90m, 8h); what is not finished is "
+                                   "reported so, and the next run goes on from there.")
+MailboxDeadlineOption = typer.Option("6h", "--mailbox-deadline", metavar="DURATION",
+                                     help="Stop one mailbox after this long (e.g. 30m, 6h; 0 for none); reported "
+                                          "as not finished.")
 
 
 def command(app: typer.Typer, name: str, function: Callable) -> None:
@@ -113,6 +123,20 @@ def record_evidence(stack_file, **parts) -> Path:
     record(path, **parts)
     err.print(f"recorded in {path}", markup=False)
     return path
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.ASCII)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: Optional[str], option: str) -> Optional[float]:
+    """Seconds of a duration option (``90s``, ``30m``, ``6h``, ``1d``; a bare number is seconds); None or 0: none."""
+    if text is None:
+        return None
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m or 6h", param_hint=option)
+    return float(match.group(1)) * _SECONDS[match.group(2)] or None
 
 
 def default_state_dir() -> Path:

@@ -10,8 +10,9 @@ from typing import Optional
 import typer
 
 from mailstack.cli.common import (
-    EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, ExcludeOption, IncludeOption, JsonOption, StackOption,
-    command, default_state_dir, err, folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
+    EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption, JsonOption,
+    MailboxDeadlineOption, MaxMessageOption, StackOption, command, default_state_dir, duration, err, folder_rules,
+    imap_endpoint, load_stack, out, read_accounts, record_evidence,
 )
 
 SourceOption = typer.Option(None, "--source", help="Old server, imap:// or imaps://HOST[:PORT]; with -s: the stack's old_server.imap.")
@@ -55,6 +56,9 @@ def sync(
     max_age: Optional[int] = typer.Option(None, "--max-age", min=1, help="Only messages of the last N days."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Where per-mailbox sync state is kept "
                                                              "[default: $XDG_STATE_HOME/mailstack/sync]."),
+    max_message_size: int = MaxMessageOption,
+    deadline: Optional[str] = DeadlineOption,
+    mailbox_deadline: str = MailboxDeadlineOption,
 ) -> None:
     """Copy every mailbox from the old server to the new one; run again to copy only what changed.
 
@@ -72,7 +76,9 @@ def sync(
     except ValueError:
         raise typer.BadParameter(f"{since!r} is not a date YYYY-MM-DD", param_hint="--since") from None
     options = SyncOptions(state_dir=state_dir or default_state_dir(), rules=folder_rules(include, exclude, renames),
-                          since=since_day(date.today(), since_date, max_age), dry_run=dry_run, jobs=jobs)
+                          since=since_day(date.today(), since_date, max_age), dry_run=dry_run, jobs=jobs,
+                          max_message_bytes=max_message_size * 1024 * 1024, deadline=duration(deadline, "--deadline"),
+                          mailbox_deadline=duration(mailbox_deadline, "--mailbox-deadline"))
     accounts, problems = read_accounts(accounts_file, roster_addresses)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mailstack.checks import Status, Target, run_checks
 from mailstack.cli.common import (
@@ -140,7 +141,8 @@ def verify(
     else:
         table = Table("check", "result", "detail", "how to fix", title=f"mailstack verify {host_name}")
         for r in results:
-            table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status.value}[/]", r.detail, r.remedy)
+            # Details may hold server text (folder names): shown as text, never read as markup.
+            table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status.value}[/]", Text(r.detail), Text(r.remedy))
         out.print(table)
         for s in skipped:
             out.print(f"not checked: {s['check']}: {s['reason']}", markup=False)

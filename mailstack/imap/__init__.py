@@ -12,12 +12,14 @@ from mailstack.imap.client import (
     FolderStatus,
     ImapConnection,
     ImapError,
+    Limits,
     Listed,
     Message,
     Namespace,
     NoSuchFolder,
     OverQuota,
+    ServerMisbehaved,
 )
 
 __all__ = ["AuthFailed", "CommandFailed", "ConnectError", "ConnectionLost", "Folder", "FolderStatus", "ImapConnection",
-           "ImapError", "Listed", "Message", "Namespace", "NoSuchFolder", "OverQuota"]
+           "ImapError", "Limits", "Listed", "Message", "Namespace", "NoSuchFolder", "OverQuota", "ServerMisbehaved"]

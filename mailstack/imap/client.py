@@ -1,7 +1,14 @@
 """An asyncio IMAP4rev1 client for copying mail: pipelined, LITERAL+, MULTIAPPEND, UIDPLUS.
 
 Callers see folders, messages and flags; the protocol stays here. Errors are
-:class:`ImapError` subclasses whose messages never carry a password.
+:class:`ImapError` subclasses whose messages never carry a password, and
+carry server text only made printable.
+
+Every server is untrusted (an old server may be hostile, or just broken):
+flags and dates it sends are checked before they are handed on (what was
+dropped is said per message), FETCH answers count only for the UIDs asked,
+and what one command's answer may make the client hold is bounded
+(:class:`Limits`).
 """
 
 from __future__ import annotations
@@ -10,14 +17,26 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mailstack.imap import wire
-from mailstack.imap.wire import Literal, Tagged, Untagged
+from mailstack.imap.wire import Literal, Tagged, Token, Untagged
 
-READ_LIMIT = 16 * 1024 * 1024
+READ_LIMIT = 16 * 1024 * 1024  # one response line
+_CHUNK = 1024 * 1024  # literals are read in pieces, so that a slow but moving transfer is not a stall
 # Flags a client cannot set: the server owns them.
 SERVER_FLAGS = frozenset({"\\Recent"})
+_FETCH = frozenset({"FETCH"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one command's answer may make the client hold: past a bound it is refused, never held."""
+
+    max_literal: int = 64 * 1024 * 1024        # one literal (a message): a larger one is read past, not kept
+    max_answer_bytes: int = 256 * 1024 * 1024  # everything read for one command, kept or not
+    max_responses: int = 2_000_000             # untagged responses to one command (a listing has one per message)
+    max_chatter: int = 10_000                  # untagged OK/NO/BAD and stray lines: servers send a few
 
 
 class ImapError(Exception):
@@ -32,12 +51,16 @@ class ConnectionLost(ImapError):
     """The connection dropped or stopped answering mid-session (worth a retry)."""
 
 
+class ServerMisbehaved(ImapError):
+    """The server broke a bound of :class:`Limits`: the session is given up, and not retried."""
+
+
 class AuthFailed(ImapError):
     """The server refused the user name or password."""
 
 
 class CommandFailed(ImapError):
-    """The server answered NO or BAD."""
+    """The server answered NO or BAD (or the command could not be written)."""
 
     def __init__(self, message: str, code: str | None = None, server_text: str = ""):
         super().__init__(message)
@@ -84,32 +107,58 @@ class FolderStatus:
 
 @dataclass(frozen=True)
 class Listed:
-    """A message as listed: UID and flags, with size and internal date when asked for."""
+    """A message as listed: UID and flags, with size and internal date when asked for.
+
+    ``problems`` says what of the server's answer was dropped (a flag that is
+    not an IMAP flag, a date that is not a date); ``internaldate`` is then "".
+    """
 
     uid: int
     flags: frozenset[str]
     size: int = 0
     internaldate: str = ""
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Message:
-    """A whole message: its exact bytes, flags and internal date."""
+    """A whole message: its exact bytes, flags and internal date ("" when the server sent none that is a date).
+
+    ``problems`` as for :class:`Listed`; ``not_kept`` says why the body was
+    not kept (too large to hold), and then there is nothing to copy.
+    """
 
     uid: int
     flags: frozenset[str]
     internaldate: str
     body: bytes
+    problems: tuple[str, ...] = ()
+    not_kept: str = ""
+
+
+@dataclass
+class _Answer:
+    """One command's answer as it arrives: what it cost so far, and until when the server may stay silent."""
+
+    what: str
+    folder: str | None
+    silent_until: float
+    bytes: int = 0
+    responses: int = 0
+    chatter: int = 0
+    keep_literal: Callable[[int], str] | None = None  # "" to keep a literal of that size, or why not
 
 
 class ImapConnection:
     """One logged-in (or about to be) IMAP session."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str, timeout: float):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str, timeout: float,
+                 limits: Limits | None = None):
         self._reader = reader
         self._writer = writer
         self.where = where
         self.timeout = timeout
+        self.limits = limits or Limits()
         self.capabilities: set[str] = set()
         self._tag = 0
         self.selected: str | None = None
@@ -118,7 +167,8 @@ class ImapConnection:
 
     @classmethod
     async def open(cls, host: str, port: int, *, tls: bool, cafile: str | None = None,
-                   timeout: float = 60.0, where: str | None = None, address: str | None = None) -> "ImapConnection":
+                   timeout: float = 60.0, where: str | None = None, address: str | None = None,
+                   limits: Limits | None = None) -> "ImapConnection":
         """Connect and read the greeting; ``tls`` for imaps (certificate and host name checked).
 
         ``address`` connects there instead of resolving ``host``; the certificate is still checked
@@ -142,11 +192,15 @@ class ImapConnection:
         except (OSError, TimeoutError) as exc:
             reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             raise ConnectError(f"cannot connect to {where}: {reason}") from None
-        connection = cls(reader, writer, where, timeout)
-        greeting = await connection._read_parts()
+        connection = cls(reader, writer, where, timeout, limits)
+        try:
+            greeting = await connection._read_parts(connection._answer("greeting"))
+        except ImapError:
+            connection.close()
+            raise
         if greeting[0].startswith(b"* BYE"):
             connection.close()
-            raise ConnectError(f"{where} refused the session: {greeting[0][6:].decode('utf-8', 'replace')}")
+            raise ConnectError(f"{where} refused the session: {_said(greeting[0][6:])}")
         match = re.search(rb"\[CAPABILITY ([^\]]*)\]", greeting[0])
         if match:
             connection.capabilities = set(match.group(1).decode("ascii", "replace").upper().split())
@@ -160,16 +214,18 @@ class ImapConnection:
             raise AuthFailed(f"{self.where} does not allow a password login on this connection: use imaps://")
         try:
             await self.command(b"LOGIN", wire.quote(user), wire.quote(password), what="LOGIN")
+        except ValueError:
+            raise AuthFailed(f"{self.where}: the user name or password of {wire.printable(user)!r} cannot be "
+                             f"sent over IMAP (it contains a NUL character)") from None
         except CommandFailed as exc:
-            raise AuthFailed(f"{self.where}: login as {user!r} refused ({exc.server_text}): "
+            raise AuthFailed(f"{self.where}: login as {wire.printable(user)!r} refused ({exc.server_text}): "
                              f"check the user name and password") from None
         await self.capability()
 
     async def capability(self) -> set[str]:
-        untagged, _ = await self.command(b"CAPABILITY")
+        untagged, _ = await self.command(b"CAPABILITY", kinds=frozenset({"CAPABILITY"}))
         for response in untagged:
-            if response.kind == "CAPABILITY":
-                self.capabilities = set(response.text().upper().split())
+            self.capabilities = set(response.text().upper().split())
         return self.capabilities
 
     async def logout(self) -> None:
@@ -191,17 +247,19 @@ class ImapConnection:
     async def namespace(self) -> Namespace:
         """The personal namespace (prefix and delimiter)."""
         if "NAMESPACE" in self.capabilities:
-            untagged, _ = await self.command(b"NAMESPACE")
+            untagged, _ = await self.command(b"NAMESPACE", kinds=frozenset({"NAMESPACE"}))
             for response in untagged:
-                if response.kind == "NAMESPACE":
-                    personal = response.tokens()[0]
-                    if isinstance(personal, list) and personal and isinstance(personal[0], list):
-                        prefix, delimiter = personal[0][0], personal[0][1]
-                        return Namespace(wire.as_text(prefix), wire.as_text(delimiter) or "/")
-        untagged, _ = await self.command(b"LIST", b'""', b'""')
+                tokens = response.tokens()
+                personal = tokens[0] if tokens else None
+                if isinstance(personal, list) and personal and isinstance(personal[0], list) and len(personal[0]) > 1:
+                    prefix, delimiter = personal[0][0], personal[0][1]
+                    if isinstance(prefix, (str, bytes)):
+                        return Namespace(wire.as_text(prefix), _delimiter(delimiter) or "/")
+        untagged, _ = await self.command(b"LIST", b'""', b'""', kinds=frozenset({"LIST"}))
         for response in untagged:
-            if response.kind == "LIST":
-                return Namespace("", wire.as_text(response.tokens()[1]) or "/")
+            tokens = response.tokens()
+            if len(tokens) > 1:
+                return Namespace("", _delimiter(tokens[1]) or "/")
         return Namespace("", "/")
 
     async def list_folders(self) -> list[Folder]:
@@ -212,41 +270,46 @@ class ImapConnection:
         return {folder.name for folder in await self._list(b"LSUB")}
 
     async def _list(self, verb: bytes) -> list[Folder]:
-        untagged, _ = await self.command(verb, b'""', b'"*"')
+        """The folders of a LIST or LSUB answer; an entry that is not one (no name, a name too large) is skipped."""
+        untagged, _ = await self.command(verb, b'""', b'"*"', kinds=frozenset({verb.decode()}))
         folders = []
         for response in untagged:
-            if response.kind == verb.decode():
-                attributes, delimiter, name = response.tokens()[:3]
-                folders.append(Folder(wire.as_text(name), wire.as_text(delimiter) if delimiter else None,
-                                      frozenset(str(a) for a in attributes or [])))
+            tokens = response.tokens()
+            if len(tokens) < 3 or not isinstance(tokens[0], list) or not isinstance(tokens[2], (str, bytes)):
+                continue
+            if isinstance(tokens[2], wire.Unread) or not tokens[2]:
+                continue
+            folders.append(Folder(wire.as_text(tokens[2]), _delimiter(tokens[1]),
+                                  frozenset(a for a in tokens[0] if isinstance(a, str))))
         return folders
 
     async def create(self, name: str) -> None:
         try:
-            await self.command(b"CREATE", wire.quote(name))
+            await self.command(b"CREATE", _name(self.where, name), folder=name)
         except CommandFailed as exc:
             if (exc.code or "").upper() != "ALREADYEXISTS":
                 raise
 
     async def subscribe(self, name: str) -> None:
-        await self.command(b"SUBSCRIBE", wire.quote(name))
+        await self.command(b"SUBSCRIBE", _name(self.where, name), folder=name)
 
     async def status(self, name: str) -> FolderStatus:
         """UIDVALIDITY, UIDNEXT, MESSAGES (and HIGHESTMODSEQ with CONDSTORE) without selecting."""
         items = b"(UIDVALIDITY UIDNEXT MESSAGES" + (b" HIGHESTMODSEQ)" if "CONDSTORE" in self.capabilities else b")")
-        untagged, _ = await self.command(b"STATUS", wire.quote(name), items, folder=name)
+        untagged, _ = await self.command(b"STATUS", _name(self.where, name), items, folder=name,
+                                         kinds=frozenset({"STATUS"}))
         for response in untagged:
-            if response.kind == "STATUS":
-                tokens = response.tokens()
-                values = tokens[1] if len(tokens) > 1 and isinstance(tokens[1], list) else []
-                found = {str(values[i]).upper(): int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
-                return FolderStatus(found.get("UIDVALIDITY", 0), found.get("UIDNEXT", 0), found.get("MESSAGES", 0),
-                                    found.get("HIGHESTMODSEQ"))
+            tokens = response.tokens()
+            values = tokens[1] if len(tokens) > 1 and isinstance(tokens[1], list) else []
+            found = {str(values[i]).upper(): _number(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+            return FolderStatus(found.get("UIDVALIDITY") or 0, found.get("UIDNEXT") or 0, found.get("MESSAGES") or 0,
+                                found.get("HIGHESTMODSEQ"))
         raise CommandFailed(f"{self.where}: no STATUS for folder {name!r}")
 
     async def select(self, name: str, *, readonly: bool = False) -> FolderStatus:
         """SELECT (or EXAMINE when ``readonly``: flags and \\Recent untouched)."""
-        untagged, _ = await self.command(b"EXAMINE" if readonly else b"SELECT", wire.quote(name), folder=name)
+        untagged, _ = await self.command(b"EXAMINE" if readonly else b"SELECT", _name(self.where, name), folder=name,
+                                         kinds=frozenset({"EXISTS", "OK"}))
         self.selected = name
         values = {"UIDVALIDITY": 0, "UIDNEXT": 0, "EXISTS": 0, "HIGHESTMODSEQ": None}
         for response in untagged:
@@ -260,54 +323,86 @@ class ImapConnection:
 
     # ------------------------------------------------------------ messages (selected folder)
 
-    async def list_messages(self, uids: str = "1:*", *, details: bool = False) -> list[Listed]:
-        """UID and flags of messages in the selected folder; size and internal date with ``details``."""
+    async def list_messages(self, uids: Sequence[int] | None = None, *, start: int = 1,
+                            details: bool = False) -> list[Listed]:
+        """UID and flags of messages in the selected folder, in UID order: ``uids``, or every UID from ``start``.
+
+        Size and internal date with ``details``. Answers for UIDs not asked
+        for are ignored; invalid flags and dates are dropped and said in
+        :attr:`Listed.problems`.
+        """
+        if uids is not None and not uids:
+            return []
         items = b"(UID FLAGS RFC822.SIZE INTERNALDATE)" if details else b"(UID FLAGS)"
-        untagged, _ = await self.command(b"UID FETCH", uids.encode(), items)
+        wanted = wire.uid_set(uids) if uids is not None else f"{int(start)}:*"
+        fetched = _Fetched(frozenset(uids).__contains__ if uids is not None else (lambda uid: uid >= start))
+        await self.command(b"UID FETCH", wanted.encode("ascii"), items, what="UID FETCH", folder=self.selected,
+                           kinds=_FETCH, each=fetched)
         listed = []
-        for response in untagged:
-            if response.kind != "FETCH":
-                continue
-            found = wire.fetch_items(response.tokens())
-            if "UID" not in found:
-                continue
-            listed.append(Listed(int(found["UID"]), _flags(found.get("FLAGS")), int(found.get("RFC822.SIZE") or 0),
-                                 wire.as_text(found.get("INTERNALDATE"))))
+        for uid, found in sorted(fetched.items.items()):
+            flags, problems = _flags(found.get("FLAGS"))
+            size, date = 0, ""
+            if details:  # a size that is not a number counts as 0: memory is charged by the bytes received anyway
+                size = _number(found.get("RFC822.SIZE"))
+                date, problem = _date(found.get("INTERNALDATE"))
+                problems += problem
+            listed.append(Listed(uid, flags, size or 0, date, tuple(problems)))
         return listed
 
     async def search_since(self, day) -> list[int]:
         """UIDs of messages whose internal date is on or after ``day``."""
-        untagged, _ = await self.command(b"UID SEARCH SINCE", wire.imap_date(day).encode())
         uids: list[int] = []
-        for response in untagged:
-            if response.kind == "SEARCH":
-                uids.extend(int(x) for x in response.text().split() if x.isdigit())
+        await self.command(b"UID SEARCH SINCE", wire.imap_date(day).encode("ascii"), what="UID SEARCH",
+                           folder=self.selected, kinds=frozenset({"SEARCH"}),
+                           each=lambda response: uids.extend(n for n in map(_number, response.text().split()) if n))
         return uids
 
-    async def fetch_messages(self, uids: Sequence[int]) -> list[Message]:
-        """Whole messages (bytes as stored, flags, internal date); \\Seen is not set (BODY.PEEK)."""
-        untagged, _ = await self.command(b"UID FETCH", wire.uid_set(uids).encode(),
-                                         b"(UID FLAGS INTERNALDATE BODY.PEEK[])")
+    async def fetch_messages(self, uids: Sequence[int], *, expected_bytes: int = 0) -> list[Message]:
+        """Whole messages (bytes as stored, flags, internal date), in UID order; \\Seen is not set (BODY.PEEK).
+
+        Only the UIDs asked for: a UID the server does not answer is not in
+        the list (the caller sees it missing). ``expected_bytes`` is what the
+        server announced for them (RFC822.SIZE): the answer is held up to the
+        larger of it and one largest message; bodies past that are read and
+        dropped, each with ``not_kept`` saying why.
+        """
+        if not uids:
+            return []
+        ceiling = max(expected_bytes, self.limits.max_literal)
+        held = 0
+
+        def keep(size: int) -> str:
+            nonlocal held
+            if held + size > ceiling:
+                return (f"the server sent more than it announced (RFC822.SIZE: {expected_bytes} bytes for "
+                        f"{len(uids)} messages), past what one answer may hold ({ceiling} bytes)")
+            held += size
+            return ""
+
+        fetched = _Fetched(frozenset(uids).__contains__)
+        await self.command(b"UID FETCH", wire.uid_set(uids).encode("ascii"), b"(UID FLAGS INTERNALDATE BODY.PEEK[])",
+                           what="UID FETCH", folder=self.selected, kinds=_FETCH, each=fetched, keep_literal=keep)
         messages = []
-        for response in untagged:
-            if response.kind != "FETCH":
-                continue
-            found = wire.fetch_items(response.tokens())
-            if "UID" in found and "BODY[]" in found:
-                messages.append(Message(int(found["UID"]), _flags(found.get("FLAGS")),
-                                        wire.as_text(found.get("INTERNALDATE")), wire.as_bytes(found["BODY[]"])))
+        for uid, found in sorted(fetched.items.items()):
+            body = found.get("BODY[]")
+            if not isinstance(body, (bytes, str)):
+                continue  # no body sent (NIL, or flags only): missing
+            flags, problems = _flags(found.get("FLAGS"))
+            date, problem = _date(found.get("INTERNALDATE"))
+            not_kept = body.reason if isinstance(body, wire.Unread) else ""
+            messages.append(Message(uid, flags, date, b"" if not_kept else wire.as_bytes(body),
+                                    tuple(problems + problem), not_kept))
         return messages
 
     async def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         """The header section of each message, to recognise a message without a state entry."""
-        untagged, _ = await self.command(b"UID FETCH", wire.uid_set(uids).encode(), b"(UID BODY.PEEK[HEADER])")
-        headers = {}
-        for response in untagged:
-            if response.kind == "FETCH":
-                found = wire.fetch_items(response.tokens())
-                if "UID" in found:
-                    headers[int(found["UID"])] = wire.as_bytes(found.get("BODY[HEADER]"))
-        return headers
+        if not uids:
+            return {}
+        fetched = _Fetched(frozenset(uids).__contains__)
+        await self.command(b"UID FETCH", wire.uid_set(uids).encode("ascii"), b"(UID BODY.PEEK[HEADER])",
+                           what="UID FETCH", folder=self.selected, kinds=_FETCH, each=fetched)
+        return {uid: wire.as_bytes(found.get("BODY[HEADER]")) for uid, found in fetched.items.items()
+                if not isinstance(found.get("BODY[HEADER]"), wire.Unread)}
 
     async def append_many(self, folder: str, messages: Sequence[Message]) -> list[int] | None:
         """Append messages (MULTIAPPEND when offered: one transaction); their new UIDs, or None without UIDPLUS.
@@ -315,41 +410,60 @@ class ImapConnection:
         All or nothing: on failure nothing of the batch is stored.
         """
         if "MULTIAPPEND" in self.capabilities:
-            args: list[bytes | Literal] = [b"APPEND", wire.quote(folder)]
+            args: list[bytes | Literal] = [b"APPEND", _name(self.where, folder)]
             for message in messages:
-                args += [wire.flag_list(message.flags - SERVER_FLAGS), wire.quote(message.internaldate),
-                         Literal(message.body)]
+                args += self._append_args(folder, message)
             _, tagged = await self.command(*args, folder=folder)
             return _appended_uids(tagged, len(messages))
         uids: list[int] = []
         for message in messages:
-            _, tagged = await self.command(b"APPEND", wire.quote(folder), wire.flag_list(message.flags - SERVER_FLAGS),
-                                           wire.quote(message.internaldate), Literal(message.body), folder=folder)
+            _, tagged = await self.command(b"APPEND", _name(self.where, folder), *self._append_args(folder, message),
+                                           folder=folder)
             got = _appended_uids(tagged, 1)
             if got is None:
                 return None
             uids += got
         return uids
 
+    def _append_args(self, folder: str, message: Message) -> list[bytes | Literal]:
+        """Flags, date (when there is one) and body of one message to APPEND, each through its writer."""
+        try:
+            args: list[bytes | Literal] = [wire.flag_list(message.flags - SERVER_FLAGS)]
+            if message.internaldate:
+                args.append(wire.date_time(message.internaldate))
+        except ValueError as exc:
+            raise CommandFailed(f"{self.where}: APPEND {folder!r}: message not sent: {exc}", None, str(exc)) from None
+        return args + [Literal(message.body)]
+
     async def store_flags(self, changes: dict[frozenset[str], list[int]]) -> None:
         """Set the exact flags of messages, pipelined: {flags: [uid, ...]}."""
+        try:
+            lists = [(wire.flag_list(flags - SERVER_FLAGS), uids) for flags, uids in changes.items()]
+        except ValueError as exc:
+            raise CommandFailed(f"{self.where}: UID STORE {self.selected!r}: flags not sent: {exc}", None,
+                                str(exc)) from None
         tags = []
-        for flags, uids in changes.items():
-            tags.append(await self._send(b"UID STORE", wire.uid_set(uids).encode(), b"FLAGS.SILENT",
-                                         wire.flag_list(flags - SERVER_FLAGS)))
+        for flag_list, uids in lists:
+            tags.append(await self._send(b"UID STORE", wire.uid_set(uids).encode("ascii"), b"FLAGS.SILENT", flag_list))
         for tag in tags:
             await self._complete(tag, what="UID STORE", folder=self.selected)
 
     # ------------------------------------------------------------ plumbing
 
-    async def command(self, *args: bytes | Literal, what: str | None = None,
-                      folder: str | None = None) -> tuple[list[Untagged], Tagged]:
-        """Send one command and read to its completion: (untagged responses, tagged response)."""
-        what = what or (args[0].decode() if isinstance(args[0], bytes) else "command")
-        tag = await self._send(*args)
-        return await self._complete(tag, what=what, folder=folder)
+    async def command(self, *args: bytes | Literal, what: str | None = None, folder: str | None = None,
+                      kinds: frozenset[str] = frozenset(), each: Callable[[Untagged], bool | None] | None = None,
+                      keep_literal: Callable[[int], str] | None = None) -> tuple[list[Untagged], Tagged]:
+        """Send one command and read to its completion: (untagged responses, tagged response).
 
-    async def _send(self, *args: bytes | Literal) -> str:
+        Only untagged responses of ``kinds`` are kept (handed to ``each`` as
+        they arrive, which returns False for one that adds nothing; or
+        returned); the others are counted against :class:`Limits` and dropped.
+        """
+        what = what or (args[0].decode() if isinstance(args[0], bytes) else "command")
+        tag = await self._send(*args, what=what, folder=folder)
+        return await self._complete(tag, what=what, folder=folder, kinds=kinds, each=each, keep_literal=keep_literal)
+
+    async def _send(self, *args: bytes | Literal, what: str = "command", folder: str | None = None) -> str:
         """Write a command; literals are non-synchronising with LITERAL+, else wait for ``+``."""
         self._tag += 1
         tag = f"M{self._tag}"
@@ -366,7 +480,7 @@ class ImapConnection:
                     else:
                         chunk += b"{%d}\r\n" % len(arg.data)
                         self._writer.write(bytes(chunk))
-                        await self._await_continuation()
+                        await self._await_continuation(self._answer(what, folder))
                         self._writer.write(arg.data)
                     chunk = bytearray()
                 else:
@@ -378,64 +492,198 @@ class ImapConnection:
             raise ConnectionLost(f"{self.where}: connection lost ({exc.__class__.__name__})") from None
         return tag
 
-    async def _await_continuation(self) -> None:
+    def _answer(self, what: str, folder: str | None = None,
+                keep_literal: Callable[[int], str] | None = None) -> _Answer:
+        return _Answer(what, folder, asyncio.get_running_loop().time() + self.timeout, keep_literal=keep_literal)
+
+    async def _await_continuation(self, answer: _Answer) -> None:
         await self._writer.drain()
         while True:
-            parts = await self._read_parts()
+            parts = await self._read_parts(answer)
             response = wire.classify(parts)
             if response is None:
                 return
             if isinstance(response, Tagged):
-                raise CommandFailed(f"{self.where}: literal refused: {response.text}", response.code)
+                raise CommandFailed(f"{self.where}: literal refused: {_said(response.text)}", response.code,
+                                    _said(response.text))
+            self._counted(answer, response)
 
-    async def _complete(self, tag: str, *, what: str, folder: str | None = None) -> tuple[list[Untagged], Tagged]:
+    async def _complete(self, tag: str, *, what: str, folder: str | None = None, kinds: frozenset[str] = frozenset(),
+                        each: Callable[[Untagged], bool | None] | None = None,
+                        keep_literal: Callable[[int], str] | None = None) -> tuple[list[Untagged], Tagged]:
+        answer = self._answer(what, folder, keep_literal)
         untagged: list[Untagged] = []
         while True:
-            parts = await self._read_parts()
+            parts = await self._read_parts(answer)
             response = wire.classify(parts)
-            if isinstance(response, Untagged):
-                if response.kind == "BYE" and what != "LOGOUT":
-                    raise ConnectionLost(f"{self.where}: server closed the session: {response.text()}")
-                untagged.append(response)
-            elif isinstance(response, Tagged) and wire.tag_of(parts) == tag:
+            if isinstance(response, Tagged) and wire.tag_of(parts) == tag:
                 if not response.ok:
                     raise _failure(self.where, what, folder, response)
                 return untagged, response
+            if isinstance(response, Untagged) and response.kind == "BYE" and what != "LOGOUT":
+                raise ConnectionLost(f"{self.where}: server closed the session: {_said(response.text())}")
+            useful = isinstance(response, Untagged) and response.kind in kinds
+            if useful and each is not None:
+                useful = each(response) is not False
+            elif useful:
+                untagged.append(response)
+            self._counted(answer, response, useful)
 
-    async def _read_parts(self) -> list[bytes]:
-        """One response: text and literal parts alternating."""
-        parts: list[bytes] = []
+    def _counted(self, answer: _Answer, response: Untagged | Tagged | None, useful: bool = False) -> None:
+        """Count a response that does not complete the command.
+
+        Chatter (untagged OK/NO/BAD, stray lines, FETCH answers for UIDs not
+        asked) has a bound of its own, far below the one for responses.
+        """
+        answer.responses += 1
+        if answer.responses > self.limits.max_responses:
+            raise self._misbehaved(answer, f"more than {self.limits.max_responses} responses to one command")
+        if not useful:
+            answer.chatter += 1
+            if answer.chatter > self.limits.max_chatter:
+                raise self._misbehaved(answer, f"more than {self.limits.max_chatter} responses that are no answer "
+                                               f"(untagged OK/NO/BAD, stray lines, UIDs not asked for) to one command")
+
+    def _misbehaved(self, answer: _Answer, what: str) -> ServerMisbehaved:
+        place = f"{self.where}: {answer.what}" + (f" {answer.folder!r}" if answer.folder else "")
+        return ServerMisbehaved(f"{place}: the server sent {what}: stopped reading from it")
+
+    def _took(self, answer: _Answer, size: int) -> None:
+        """``size`` more bytes read for this answer; the server spoke, so its silence starts again."""
+        answer.bytes += size
+        answer.silent_until = asyncio.get_running_loop().time() + self.timeout
+        if answer.bytes > self.limits.max_answer_bytes:
+            raise self._misbehaved(answer, f"more than {self.limits.max_answer_bytes} bytes in answer to one command")
+
+    async def _read(self, answer: _Answer, reading):
+        """One read, while the server is not silent for longer than the timeout."""
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    line = await self._reader.readuntil(b"\r\n")
-                    if line.endswith(b"}\r\n"):
-                        match = _LITERAL.search(line)
-                        if match:
-                            parts.append(line[:-2])
-                            parts.append(await self._reader.readexactly(int(match.group(1))))
-                            continue
-                    parts.append(line[:-2])
-                    return parts
+            async with asyncio.timeout_at(answer.silent_until):
+                return await reading
         except TimeoutError:
             raise ConnectionLost(f"{self.where}: no answer for {self.timeout:.0f} s") from None
         except (asyncio.IncompleteReadError, OSError, ConnectionError):
             raise ConnectionLost(f"{self.where}: connection lost") from None
         except asyncio.LimitOverrunError:
-            raise ConnectionLost(f"{self.where}: response line too long") from None
+            raise self._misbehaved(answer, f"a line longer than {READ_LIMIT} bytes") from None
+
+    async def _read_parts(self, answer: _Answer | None = None) -> list[bytes]:
+        """One response: text and literal parts alternating."""
+        answer = answer or self._answer("response")
+        parts: list[bytes] = []
+        while True:
+            line = await self._read(answer, self._reader.readuntil(b"\r\n"))
+            self._took(answer, len(line))
+            parts.append(line[:-2])
+            match = _LITERAL.search(line) if line.endswith(b"}\r\n") else None
+            if match is None:
+                return parts
+            parts.append(await self._read_literal(answer, match.group(1), parts))
+
+    async def _read_literal(self, answer: _Answer, announced: bytes, parts: list[bytes]) -> bytes:
+        """A literal's bytes; one over :attr:`Limits.max_literal` (or refused by the answer) is read past, not kept."""
+        room = self.limits.max_answer_bytes - answer.bytes
+        size = int(announced) if len(announced) <= len(str(room)) else room + 1
+        if size > room:
+            raise self._misbehaved(answer, f"a literal of {announced.decode()} bytes{_uid_in(parts)}, more than the "
+                                           f"{self.limits.max_answer_bytes} bytes one answer may hold")
+        why_not = ""
+        if size > self.limits.max_literal:
+            why_not = (f"{size} bytes, over the largest message this client holds ({self.limits.max_literal} bytes: "
+                       f"--max-message-size)")
+        elif answer.keep_literal is not None:
+            why_not = answer.keep_literal(size)
+        pieces: list[bytes] = []
+        remaining = size
+        while remaining:
+            piece = await self._read(answer, self._reader.read(min(remaining, _CHUNK)))
+            if not piece:
+                raise ConnectionLost(f"{self.where}: connection lost")
+            self._took(answer, len(piece))
+            remaining -= len(piece)
+            if not why_not:
+                pieces.append(piece)
+        return wire.Unread(size, why_not) if why_not else b"".join(pieces)
 
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+_UID = re.compile(rb"\bUID (\d{1,10})\b", re.IGNORECASE)
 
 
-def _flags(token) -> frozenset[str]:
-    return frozenset(str(f) for f in token or [] if f and str(f) not in SERVER_FLAGS)
+class _Fetched:
+    """FETCH answers for the UIDs asked, as they arrive: one entry per UID (answers for it merged, first wins)."""
+
+    def __init__(self, asked: Callable[[int], bool]):
+        self.asked = asked
+        self.items: dict[int, dict[str, Token]] = {}
+
+    def __call__(self, response: Untagged) -> bool:
+        """Take one FETCH response; False when it adds nothing (a UID not asked for, an answer repeated)."""
+        found = wire.fetch_items(response.tokens())
+        uid = _number(found.get("UID"))
+        if uid is None or not self.asked(uid):
+            return False
+        merged = self.items.setdefault(uid, {})
+        added = [key for key in found if key not in merged]
+        for key in added:
+            merged[key] = found[key]
+        return bool(added)
+
+
+def _number(token: Token) -> int | None:
+    """A number the server sent, or None when it is not one."""
+    return int(token) if isinstance(token, str) and token.isascii() and token.isdigit() and len(token) < 20 else None
+
+
+def _flags(token: Token) -> tuple[frozenset[str], list[str]]:
+    """Valid flags of a server's FLAGS (without the server's own \\Recent), and a problem per dropped one."""
+    flags, dropped = wire.flags_of(token)
+    return flags - SERVER_FLAGS, [f"flag '{wire.printable(f, 80)}' dropped: not an IMAP flag" for f in dropped]
+
+
+def _date(token: Token) -> tuple[str, list[str]]:
+    """A server's INTERNALDATE in the form sent back, or "" and the problem."""
+    date = wire.internaldate(token)
+    if date or token is None:
+        return date, []
+    return "", [f"its date (INTERNALDATE {_shown(token)}) is not a date: not carried"]
+
+
+def _shown(token: Token) -> str:
+    return f"'{wire.printable(wire.as_text(token), 80)}'" if not isinstance(token, list) else "(a list)"
+
+
+def _delimiter(token: Token) -> str | None:
+    """A hierarchy delimiter: one character, or None (NIL, or anything else a server sends)."""
+    text = wire.as_text(token) if isinstance(token, (str, bytes)) else ""
+    return text if len(text) == 1 and text.isprintable() else None
+
+
+def _name(where: str, folder: str) -> bytes | Literal:
+    """A folder name as an argument, through the one string writer; one IMAP cannot carry fails that command."""
+    try:
+        return wire.quote(folder)
+    except ValueError as exc:
+        raise CommandFailed(f"{where}: folder {folder!r} cannot be named over IMAP: {exc}") from None
+
+
+def _said(text: bytes | str) -> str:
+    """Server text to show in an error: printable, and short."""
+    return wire.printable(text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
+
+
+def _uid_in(parts: list[bytes]) -> str:
+    match = _UID.search(b" ".join(parts[::2])[-4096:])
+    return f" for UID {match.group(1).decode()}" if match else ""
 
 
 def _appended_uids(tagged: Tagged, count: int) -> list[int] | None:
     code = (tagged.code or "").split()
     if len(code) == 3 and code[0].upper() == "APPENDUID":
-        uids = wire.parse_uid_set(code[2])
+        try:
+            uids = wire.parse_uid_set(code[2], limit=count)
+        except ValueError:
+            return None
         if len(uids) == count:
             return uids
     return None
@@ -443,10 +691,11 @@ def _appended_uids(tagged: Tagged, count: int) -> list[int] | None:
 
 def _failure(where: str, what: str, folder: str | None, response: Tagged) -> CommandFailed:
     code = (response.code or "").split(" ", 1)[0].upper()
+    said = _said(response.text)
     place = f"{where}: {what}" + (f" {folder!r}" if folder else "")
-    text = f"{place}: {response.status} {response.text}".rstrip()
+    text = f"{place}: {response.status} {said}".rstrip()
     if code == "OVERQUOTA" or (what == "APPEND" and "quota" in response.text.lower()):
-        return OverQuota(f"{where}: over quota ({response.text})", code, response.text)
+        return OverQuota(f"{where}: over quota ({said})", code, said)
     if code == "NONEXISTENT" or (what in ("SELECT", "EXAMINE", "STATUS") and "exist" in response.text.lower()):
-        return NoSuchFolder(f"{where}: no folder {folder!r} ({response.text})", code, response.text)
-    return CommandFailed(text, code, response.text)
+        return NoSuchFolder(f"{where}: no folder {folder!r} ({said})", code, said)
+    return CommandFailed(text, code, said)

@@ -67,12 +67,16 @@ def parse_endpoint(value: str, schemes: tuple[str, ...] = IMAP_SCHEMES) -> Endpo
     return Endpoint(parts.scheme, host, port)
 
 
-async def login(endpoint: Endpoint, user: str, password: str, side: str, timeout: float):
-    """An IMAP connection to ``endpoint``, logged in as ``user``; ``side`` names it in errors ("source", ...)."""
+async def login(endpoint: Endpoint, user: str, password: str, side: str, timeout: float, limits=None):
+    """An IMAP connection to ``endpoint``, logged in as ``user``; ``side`` names it in errors ("source", ...).
+
+    ``limits`` (:class:`mailstack.imap.client.Limits`) bounds what the server's answers may make it hold.
+    """
     from mailstack.imap.client import ImapConnection, ImapError
 
     connection = await ImapConnection.open(endpoint.host, endpoint.port, tls=endpoint.tls, cafile=endpoint.cafile,
-                                           timeout=timeout, where=f"{side} {endpoint}", address=endpoint.address)
+                                           timeout=timeout, where=f"{side} {endpoint}", address=endpoint.address,
+                                           limits=limits)
     try:
         await connection.login(user, password)
     except ImapError:

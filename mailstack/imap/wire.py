@@ -1,17 +1,31 @@
-"""IMAP wire format: parsing server responses and quoting command arguments.
+"""IMAP wire format: parsing server responses and writing command arguments.
 
 Pure functions over bytes; the connection (:mod:`mailstack.imap.client`)
 reads a response as alternating text and literal parts and hands them here.
+
+What a server sends is untrusted. Anything of it that goes back out (to the
+other server, or into a file) passes through one of the writers here:
+:func:`quote` for strings, :func:`flag_list` for flags (only valid flags, see
+:func:`flag`), :func:`date_time` for dates, :func:`uid_set` for UIDs; and
+anything shown to the operator through :func:`printable`.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Union
 
 Token = Union[str, bytes, None, list]
+
+# RFC 3501: flag = "\Answered" / "\Flagged" / "\Deleted" / "\Seen" / "\Draft" / flag-keyword (an atom)
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_KNOWN_SYSTEM_FLAGS = {f.lower(): f for f in (*SYSTEM_FLAGS, "\\Recent")}
+# ATOM-CHAR: any CHAR (7-bit, no CTL) except atom-specials ( ) { SP % * " \ ]
+_ATOM = re.compile(r"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
+MAX_FLAG_LENGTH = 255  # no server needs longer keywords; a longer one is dropped like any invalid flag
 
 _ATOM_END = frozenset(b" ()")
 _CODE = re.compile(r"^\[([^\]]*)\]\s*")
@@ -160,16 +174,65 @@ def as_text(token: Token) -> str:
     return "" if token is None else str(token)
 
 
+class Unread(bytes):
+    """A literal the client did not keep (too large to hold): empty, with the size the server announced."""
+
+    def __new__(cls, size: int, reason: str):
+        unread = super().__new__(cls, b"")
+        unread.size, unread.reason = size, reason
+        return unread
+
+
 def quote(value: str) -> bytes | Literal:
-    """A string argument: quoted when it can be, else a literal (CR, LF, NUL or 8-bit)."""
+    """The one writer of string arguments: quoted when it can be, else a literal (CR, LF or 8-bit).
+
+    Raises ValueError for NUL, which IMAP cannot carry in any form.
+    """
     raw = value.encode("utf-8", "surrogateescape")
-    if any(b in raw for b in (0, 10, 13)) or any(b > 0x7F for b in raw):
+    if 0 in raw:
+        raise ValueError(f"{printable(value)!r} contains a NUL character, which IMAP cannot carry")
+    if any(b in raw for b in (10, 13)) or any(b > 0x7F for b in raw):
         return Literal(raw)
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def flag(value: Token) -> str | None:
+    """A flag as it may be sent: a known system flag (in its usual spelling) or a keyword atom; else None.
+
+    RFC 3501 allows other ``\\``-flags as extensions, but no server sets them
+    on messages: one is more likely an attack than a flag, and is dropped.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_FLAG_LENGTH:
+        return None
+    if value.startswith("\\"):
+        return _KNOWN_SYSTEM_FLAGS.get(value.lower())
+    return value if _ATOM.fullmatch(value) else None
+
+
+def flags_of(token: Token) -> tuple[frozenset[str], tuple[str, ...]]:
+    """A server's FLAGS list: the valid flags, and what was dropped (as text, for the report)."""
+    if token is None:
+        return frozenset(), ()
+    if not isinstance(token, list):
+        return frozenset(), (as_text(token),)
+    kept, dropped = set(), []
+    for item in token:
+        checked = flag(item)
+        if checked is not None:
+            kept.add(checked)
+        else:
+            dropped.append(as_text(item) if not isinstance(item, list) else "(...)")
+    return frozenset(kept), tuple(dropped)
+
+
 def flag_list(flags: Iterable[str]) -> bytes:
-    return b"(" + " ".join(sorted(flags)).encode("ascii", "replace") + b")"
+    """``(\\Seen $Label)``: the one writer of flags; ValueError for anything that is not a valid flag."""
+    checked = []
+    for value in flags:
+        if flag(value) != value:
+            raise ValueError(f"{printable(str(value))!r} is not an IMAP flag")
+        checked.append(value)
+    return b"(" + " ".join(sorted(checked)).encode("ascii") + b")"
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -189,28 +252,95 @@ def uid_set(uids: Iterable[int]) -> str:
     return ",".join(ranges)
 
 
-def parse_uid_set(text: str) -> list[int]:
-    """"1:3,7" -> [1, 2, 3, 7], in the order given (APPENDUID lists UIDs in append order)."""
+def parse_uid_set(text: str, limit: int | None = None) -> list[int]:
+    """"1:3,7" -> [1, 2, 3, 7], in the order given (APPENDUID lists UIDs in append order).
+
+    ValueError when it is not a UID set, or holds more than ``limit`` UIDs.
+    """
     uids: list[int] = []
     for piece in text.split(","):
         low, _, high = piece.partition(":")
         if high:
             a, b = int(low), int(high)
+            if limit is not None and len(uids) + abs(b - a) + 1 > limit:
+                raise ValueError(f"more than {limit} UIDs")
             step = 1 if b >= a else -1
             uids.extend(range(a, b + step, step))
         elif low:
             uids.append(int(low))
+        if limit is not None and len(uids) > limit:
+            raise ValueError(f"more than {limit} UIDs")
     return uids
 
 
-_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
+_DATE_TIME = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})", re.ASCII)
+
+
+def parse_internaldate(value: str) -> datetime | None:
+    """INTERNALDATE ``17-Jul-1996 02:44:25 -0700`` (RFC 3501 date-time) with its zone; None when it is not one."""
+    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match or match[2].title() not in _MONTHS:
+        return None
+    day, month, year, hour, minute, second = (int(match[1]), _MONTHS[match[2].title()], int(match[3]),
+                                              int(match[4]), int(match[5]), int(match[6]))
+    offset = timedelta(hours=int(match[8]), minutes=int(match[9])) * (-1 if match[7] == "-" else 1)
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+        moment.timestamp()  # a date at the edge of the calendar may not convert
+    except (ValueError, OverflowError):
+        return None
+    return moment
+
+
+def format_internaldate(moment: datetime) -> str:
+    """A date for APPEND: ``14-Nov-2023 22:13:20 +0000`` (English month names whatever the locale)."""
+    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() is not None else 0
+    sign = "-" if offset < 0 else "+"
+    return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} {moment:%H:%M:%S} "
+            f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
+
+
+def internaldate(value: Token) -> str:
+    """A server's INTERNALDATE in the form this client sends back; "" when it is not a date."""
+    moment = parse_internaldate(value) if isinstance(value, str) else None
+    return format_internaldate(moment) if moment else ""
 
 
 def internaldate_epoch(value: str) -> int:
-    """INTERNALDATE ``17-Jul-1996 02:44:25 -0700`` as seconds since the epoch (UTC)."""
-    return int(datetime.strptime(value.strip(), "%d-%b-%Y %H:%M:%S %z").timestamp())
+    """INTERNALDATE as seconds since the epoch (UTC); ValueError when it is not a date."""
+    moment = parse_internaldate(value)
+    if moment is None:
+        raise ValueError(f"{printable(str(value))!r} is not an IMAP date-time")
+    return int(moment.timestamp())
+
+
+def date_time(value: str) -> bytes:
+    """The one writer of APPEND dates: checked to be a date, quoted; ValueError otherwise."""
+    moment = parse_internaldate(value)
+    if moment is None:
+        raise ValueError(f"{printable(str(value))!r} is not an IMAP date-time")
+    return quote(format_internaldate(moment))
 
 
 def imap_date(day) -> str:
     """A date for SEARCH SINCE: ``1-Feb-2024``."""
-    return f"{day.day}-{list(_MONTHS)[day.month - 1]}-{day.year}"
+    return f"{day.day}-{_MONTH_NAMES[day.month - 1]}-{day.year}"
+
+
+# Control characters (ESC sequences, C1), format characters (bidi overrides, zero-width), line and paragraph
+# separators, surrogates (undecodable bytes): never written to a terminal as they are.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str, limit: int | None = 300) -> str:
+    """Text a server chose, made safe to show: unsafe characters as ``\\x1b``-style escapes, cut to ``limit``."""
+    cut = text if limit is None else text[:limit]
+    shown = "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in cut)
+    return shown + ("..." if len(cut) < len(text) else "")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

@@ -19,7 +19,7 @@ import dns.rdatatype
 from mailstack.checks.dns import lookup, resolver
 from mailstack.migration.evidence import Evidence
 from mailstack.imap import ImapError, NoSuchFolder
-from mailstack.imap.wire import internaldate_epoch, uid_set
+from mailstack.imap.wire import internaldate_epoch
 from mailstack.migration.lifecycle import Decision, decommission_gate
 from mailstack.stack.settings import Settings
 from mailstack.imap.endpoint import Endpoint, login
@@ -219,7 +219,7 @@ async def _activity(endpoint: Endpoint, user: str, password: str, since: datetim
                 continue  # deleted since LIST
             uids = await imap.search_since(day)
             if uids:
-                listed = await imap.list_messages(uid_set(uids), details=True)
+                listed = await imap.list_messages(uids, details=True)
                 arrivals += [_arrival(m.internaldate) for m in listed if m.internaldate]
         return new_mail(user, arrivals, since)
     finally:

@@ -17,11 +17,21 @@ only UIDs not in it. When a folder's UIDVALIDITY changed (a rebuilt server),
 messages are recognised by fingerprint (size, date, header digest) instead,
 so nothing is saved twice. The index is locked while a run writes, and holds
 no credential. Directories are created 0700 and files 0600: mail is private.
+
+What the server sends is untrusted: only valid flags reach ``dovecot-keywords``
+and the mbox headers; a folder whose name cannot be a file name inside the
+mailbox's directory (``/``, an empty name, one too long) is saved under a
+mapped name, listed in the result's notes; a message without a readable
+INTERNALDATE is saved with the date of its Date header (or 1970-01-01), and
+said.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
+import email.utils
 import fcntl
 import hashlib
 import json
@@ -29,16 +39,16 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from mailstack.files import fsync_dir, private_dir, write_private
-from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Namespace, utf7
-from mailstack.imap.wire import internaldate_epoch
+from mailstack.imap import CommandFailed, ImapConnection, ImapError, Limits, Message, Namespace, utf7, wire
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
 from mailstack.imap.endpoint import Endpoint, login
+from mailstack.sync.deadline import Deadline, before
 from mailstack.sync.plan import FolderRules
 
 FORMATS = ("maildir", "mbox")
@@ -50,6 +60,8 @@ MAILDIR_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen"
 STATUS_LETTERS = {"\\Seen": "R"}
 X_STATUS_LETTERS = {"\\Answered": "A", "\\Flagged": "F", "\\Draft": "T", "\\Deleted": "D"}
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+MAPPED_PREFIX = "mailstack-mapped-"
+_NAME_MAX = 255  # bytes in one file name (ext4, xfs)
 
 
 class BackupBusy(Exception):
@@ -66,6 +78,7 @@ class BackupResult:
     written: int = 0
     present: int = 0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what was saved differently (a mapped folder name), not errors
 
 
 # ---------------------------------------------------------------- decisions and formats (pure)
@@ -100,12 +113,54 @@ def mbox_file(name: str) -> Path:
     return Path(*[part + ".sbd" for part in parts[:-1]], parts[-1] + ".mbox")
 
 
-def message_epoch(internaldate: str) -> int:
-    """INTERNALDATE as seconds since the epoch; now when the server sent none that can be read."""
+def folder_path(fmt: str, name: str) -> tuple[Path, str]:
+    """Where a folder is saved, relative to its mailbox's directory; and why its name was mapped ("" if not).
+
+    A name that would not give one file name inside the directory (``/``
+    gives ``..``, an empty name the mailbox's own directory, a NUL, a name
+    over 255 bytes) is saved as ``mailstack-mapped-<digest>``: the same
+    folder always maps to the same place, so a later run adds to it.
+    """
+    path = Path(maildir_folder(name)) if fmt == "maildir" else mbox_file(name)
+    why = _unsafe(path, name)
+    if not why:
+        return path, ""
+    mapped = MAPPED_PREFIX + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return (Path("." + mapped) if fmt == "maildir" else Path(mapped + ".mbox")), why
+
+
+def _unsafe(path: Path, name: str) -> str:
+    """Why ``path`` (made from the folder ``name``) cannot be used inside a mailbox's directory, or ""."""
+    if path == Path("") or path == Path("."):
+        return "" if name.upper() == "INBOX" else "the name would be the mailbox's own directory"
+    parts = path.parts
+    if path.is_absolute() or any(part in ("", ".", "..") for part in parts):
+        return "the name would leave the mailbox's directory"
+    if any("\0" in part for part in parts):
+        return "the name holds a NUL character"
+    if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in parts):
+        return f"a part of the name is longer than a file name may be ({_NAME_MAX} bytes)"
+    return ""
+
+
+def message_epoch(message: Message) -> tuple[int, str]:
+    """The message's date as seconds since the epoch, and what it is when not its INTERNALDATE ("" when it is).
+
+    Without a readable INTERNALDATE: the date of its Date header, else 0
+    (1970-01-01). Never the time of the run: the same message always gets
+    the same date, so a later run recognises what an earlier one saved.
+    """
+    moment = wire.parse_internaldate(message.internaldate) if message.internaldate else None
+    if moment is not None:
+        return int(moment.timestamp()), ""
     try:
-        return internaldate_epoch(internaldate)
-    except ValueError:
-        return int(time.time())
+        header = email.message_from_bytes(header_of(message.body), policy=email.policy.compat32)
+        moment = email.utils.parsedate_to_datetime(str(header["Date"])) if header["Date"] else None
+        if moment is not None:
+            return int(moment.timestamp()), "saved with the date of its Date header (no readable INTERNALDATE)"
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    return 0, "saved with the date 1970-01-01 (no readable INTERNALDATE, no readable Date header)"
 
 
 def header_of(body: bytes) -> bytes:
@@ -123,8 +178,12 @@ def fingerprint(body: bytes, epoch: int) -> str:
 
 
 def keywords_of(flags: Iterable[str]) -> list[str]:
-    """The flags that are keywords (``$Forwarded``, ``Project-X``), not system flags (``\\Seen``)."""
-    return sorted(f for f in flags if not f.startswith("\\"))
+    """The flags that are keywords (``$Forwarded``, ``Project-X``), not system flags (``\\Seen``).
+
+    Only valid IMAP keywords (atoms: no space, no line break): what reaches
+    ``dovecot-keywords`` and ``X-Keywords`` is one word each.
+    """
+    return sorted(f for f in flags if not f.startswith("\\") and wire.flag(f) == f)
 
 
 def assign_letters(letters: dict[str, str], keywords: Iterable[str]) -> tuple[dict[str, str], list[str]]:
@@ -245,8 +304,8 @@ class BackupIndex:
 class MaildirFolder:
     """One folder of a Maildir++ backup: files written to tmp/, then renamed into cur/ with their flags."""
 
-    def __init__(self, root: Path, name: str):
-        self.path = root / maildir_folder(name)
+    def __init__(self, root: Path, where: Path):
+        self.path = root / where
         for sub in ("", "cur", "new", "tmp"):
             private_dir(self.path / sub)
         if self.path != root and not (self.path / "maildirfolder").exists():
@@ -263,15 +322,14 @@ class MaildirFolder:
             return {}
         for line in lines:
             number, _, keyword = line.partition(" ")
-            if number.isdigit() and int(number) < len(KEYWORD_LETTERS) and keyword:
+            if number.isdigit() and int(number) < len(KEYWORD_LETTERS) and wire.flag(keyword) == keyword:
                 letters[keyword] = KEYWORD_LETTERS[int(number)]
         return letters
 
-    def has(self, message: Message, uidvalidity: int) -> bool:
-        return maildir_name(message_epoch(message.internaldate), uidvalidity, message.uid) in self.names
+    def has(self, message: Message, uidvalidity: int, epoch: int) -> bool:
+        return maildir_name(epoch, uidvalidity, message.uid) in self.names
 
-    def write(self, message: Message, uidvalidity: int) -> None:
-        epoch = message_epoch(message.internaldate)
+    def write(self, message: Message, uidvalidity: int, epoch: int) -> None:
         name = maildir_name(epoch, uidvalidity, message.uid)
         letters, dropped = assign_letters(self.letters, keywords_of(message.flags))
         self.dropped.update(dropped)
@@ -304,17 +362,17 @@ class MboxFolder:
     the whole existing file first: an incremental run stays cheap.
     """
 
-    def __init__(self, root: Path, name: str):
-        self.path = root / mbox_file(name)
+    def __init__(self, root: Path, where: Path):
+        self.path = root / where
         private_dir(self.path.parent)
         self._file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self.dropped: set[str] = set()
 
-    def has(self, message: Message, uidvalidity: int) -> bool:
+    def has(self, message: Message, uidvalidity: int, epoch: int) -> bool:
         return False
 
-    def write(self, message: Message, uidvalidity: int) -> None:
-        self._file.write(mbox_entry(message.body, message.flags, message_epoch(message.internaldate)))
+    def write(self, message: Message, uidvalidity: int, epoch: int) -> None:
+        self._file.write(mbox_entry(message.body, message.flags, epoch))
 
     def sync(self) -> None:
         self._file.flush()
@@ -335,14 +393,20 @@ class BackupOptions:
     batch_bytes: int = 2 * 1024 * 1024
     batch_count: int = 250
     timeout: float = 120.0
+    max_message_bytes: int = Limits.max_literal  # a larger message is reported, not saved
+    deadline: float | None = None  # seconds for the whole run
+    mailbox_deadline: float | None = 6 * 3600.0  # seconds for one mailbox; the next run goes on where it stopped
 
 
 def run_backup(accounts: Sequence[Account], server: Endpoint, to: Path, fmt: str = "maildir",
-               rules: FolderRules = FolderRules(), jobs: int = 4) -> list[BackupResult]:
-    """Save each account's source mailbox under ``to`` (``jobs`` at a time); one result per source user."""
+               rules: FolderRules = FolderRules(), jobs: int = 4, **options) -> list[BackupResult]:
+    """Save each account's source mailbox under ``to`` (``jobs`` at a time); one result per source user.
+
+    ``options`` are further :class:`BackupOptions` (``deadline``, ``max_message_bytes``, ...).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"backup format {fmt!r}: use maildir or mbox")
-    return asyncio.run(backup_all(accounts, server, to, BackupOptions(fmt, rules, jobs)))
+    return asyncio.run(backup_all(accounts, server, to, BackupOptions(fmt, rules, jobs, **options)))
 
 
 async def backup_all(accounts: Sequence[Account], server: Endpoint, to: Path,
@@ -352,23 +416,31 @@ async def backup_all(accounts: Sequence[Account], server: Endpoint, to: Path,
     for account in accounts:
         unique.setdefault(account.source_user, account)
     limit = asyncio.Semaphore(max(1, options.jobs))
+    run_deadline = Deadline.after(options.deadline, "the run's deadline")
 
     async def one(account: Account) -> BackupResult:
         async with limit:
-            return await backup_mailbox(account, server, to, options)
+            deadline = Deadline.first(run_deadline, Deadline.after(options.mailbox_deadline,
+                                                                   "the deadline of one mailbox"))
+            result = BackupResult(account.source_user, mailbox_dir(to, account.source_user))
+            passed = await before(deadline, backup_mailbox(account, server, options, result))
+            if passed:
+                result.error = passed
+            return result
 
     return list(await asyncio.gather(*(one(a) for a in unique.values())))
 
 
-async def backup_mailbox(account: Account, server: Endpoint, to: Path, options: BackupOptions) -> BackupResult:
-    """Save one mailbox; never raises for server or file trouble: the result says what went wrong."""
-    path = mailbox_dir(to, account.source_user)
-    result = BackupResult(account.source_user, path)
+async def backup_mailbox(account: Account, server: Endpoint, options: BackupOptions, result: BackupResult) -> None:
+    """Save one mailbox into ``result.path``; never raises for server or file trouble: the result says what went wrong."""
+    path = result.path
     problems: list[str] = []
     index: BackupIndex | None = None
     connection: ImapConnection | None = None
+    done = False
     try:
-        connection = await login(server, account.source_user, account.source_password, "source", options.timeout)
+        connection = await login(server, account.source_user, account.source_password, "source", options.timeout,
+                                 Limits(max_literal=options.max_message_bytes))
         private_dir(path)
         index = BackupIndex(path / INDEX_NAME)
         namespace = await connection.namespace()
@@ -382,56 +454,69 @@ async def backup_mailbox(account: Account, server: Endpoint, to: Path, options: 
                     problems.append(f"{folder.name}: {folder.reason}")
                 continue
             name = plan.renamed(folder.name, options.rules.renames)
+            where, mapped = folder_path(options.fmt, name)
+            if mapped:
+                result.notes.append(f"folder {name!r} saved as {where} ({mapped})")
             try:
-                dropped = await backup_folder(connection, folder.source, name, path, index, result, options)
+                said = await backup_folder(connection, folder.source, name, path, where, index, result, options)
                 result.folders += 1
-                if dropped:
-                    problems.append(f"{name}: keywords not saved (Maildir holds 26 per folder): "
-                                    f"{', '.join(sorted(dropped))}")
+                problems += [f"{name}: {problem}" for problem in said]
             except CommandFailed as exc:
                 problems.append(f"{name}: {exc}")
             except (OSError, ValueError) as exc:
                 problems.append(f"{name}: cannot write the backup: {exc}")
+        done = True
     except (ImapError, BackupBusy) as exc:
         result.error = str(exc)
     except OSError as exc:
         result.error = f"cannot write the backup: {exc}"
     finally:
-        if connection is not None:
-            await connection.logout()
+        if connection is not None:  # a session that failed (a server past a bound, the deadline) is not waited for
+            await connection.logout() if done else connection.close()
         if index is not None:
             index.close()
     if result.error is None and problems:
         result.error = "; ".join(problems)
-    return result
 
 
-async def backup_folder(connection: ImapConnection, source: str, name: str, root: Path, index: BackupIndex,
-                        result: BackupResult, options: BackupOptions) -> set[str]:
-    """Save the folder's messages not in the index, in batches; the keywords that could not be saved."""
+async def backup_folder(connection: ImapConnection, source: str, name: str, root: Path, where: Path,
+                        index: BackupIndex, result: BackupResult, options: BackupOptions) -> list[str]:
+    """Save the folder's messages not in the index, in batches, into ``root / where``; what to report."""
     status = await connection.select(source, readonly=True)
     listed = await connection.list_messages(details=True)
     saved = index.saved(name, status.uidvalidity)
     new = sorted((m for m in listed if m.uid not in saved), key=lambda m: m.uid)
     result.present += len(listed) - len(new)
+    new, problems = plan.within_size(new, options.max_message_bytes)
     earlier = index.saved_before(name, status.uidvalidity) if new else Counter()
-    folder = MaildirFolder(root, name) if options.fmt == "maildir" else MboxFolder(root, name)
+    folder = MaildirFolder(root, where) if options.fmt == "maildir" else MboxFolder(root, where)
     try:
         for batch in plan.batches(new, max_bytes=options.batch_bytes, max_count=options.batch_count):
             done: list[tuple[int, str]] = []
-            for message in sorted(await connection.fetch_messages([m.uid for m in batch]), key=lambda m: m.uid):
-                print_ = fingerprint(message.body, message_epoch(message.internaldate))
+            asked = [m.uid for m in batch]
+            fetched = await connection.fetch_messages(asked, expected_bytes=sum(m.size for m in batch))
+            messages, said = plan.check_answer(asked, fetched)
+            problems += said
+            dated: list[tuple[int, str]] = []
+            for message in messages:
+                epoch, how = message_epoch(message)
+                if how:
+                    dated.append((message.uid, f": {how}"))
+                print_ = fingerprint(message.body, epoch)
                 if earlier[print_] > 0:  # saved before the UIDVALIDITY changed
                     earlier[print_] -= 1
                     result.present += 1
-                elif folder.has(message, status.uidvalidity):  # written by a run cut short before its index entry
+                elif folder.has(message, status.uidvalidity, epoch):  # written by a run cut short before its index entry
                     result.present += 1
                 else:
-                    folder.write(message, status.uidvalidity)
+                    folder.write(message, status.uidvalidity, epoch)
                     result.written += 1
                 done.append((message.uid, print_))
             folder.sync()
             index.record(name, status.uidvalidity, done)
+            problems += plan.grouped_problems(dated)
     finally:
         folder.close()
-    return folder.dropped
+    if folder.dropped:
+        problems.append(f"keywords not saved (Maildir holds 26 per folder): {', '.join(sorted(folder.dropped))}")
+    return problems

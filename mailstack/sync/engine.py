@@ -6,12 +6,19 @@ without a state entry, copy the rest in batches (source FETCH and target
 MULTIAPPEND overlap, so both servers work at once), then carry flag changes.
 Several mailboxes run at once (``jobs``). A dropped connection is retried;
 what was copied before it is not copied again.
+
+The source is untrusted: what one answer may make the engine hold is bounded
+(:class:`mailstack.imap.Limits`), memory over all mailboxes is charged by the
+bytes actually received (:class:`ByteBudget`), a FETCH answer counts only
+for the UIDs asked and a UID asked and not answered is missing, and each
+mailbox, and the whole run, has a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -24,15 +31,17 @@ from mailstack.imap import (
     FolderStatus,
     ImapConnection,
     ImapError,
+    Limits,
     Listed,
     Message,
     NoSuchFolder,
     OverQuota,
 )
 from mailstack.imap.endpoint import Endpoint, login
-from mailstack.imap.wire import uid_set
+from mailstack.imap.wire import printable
 from mailstack.sync import plan
 from mailstack.sync.accounts import Account
+from mailstack.sync.deadline import Deadline, before
 from mailstack.sync.plan import FolderPlan, FolderRules, FolderState
 from mailstack.sync.state import SyncState, state_file
 
@@ -49,6 +58,13 @@ class SyncOptions:
     batch_count: int = 250
     retries: int = 3
     timeout: float = 120.0
+    max_message_bytes: int = Limits.max_literal  # a larger message is reported, not copied
+    deadline: float | None = None  # seconds for the whole run
+    mailbox_deadline: float | None = 6 * 3600.0  # seconds for one mailbox; the next run goes on where it stopped
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_literal=self.max_message_bytes)
 
 
 @dataclass
@@ -107,6 +123,9 @@ class ByteBudget:
     """Message bytes in flight over all mailboxes, so that memory stays bounded whatever ``jobs`` is.
 
     A batch larger than the whole budget still passes when nothing else is held.
+    A batch is reserved by the sizes the source announced, then charged by
+    the bytes it actually sent (:meth:`take`): a source that announces less
+    than it sends makes the others wait, not memory grow.
     """
 
     def __init__(self, limit: int):
@@ -117,6 +136,10 @@ class ByteBudget:
         async with self._changed:
             await self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
             self.used += size
+
+    def take(self, size: int) -> None:
+        """Bytes already received beyond a reservation: counted at once (nobody waits for what is already held)."""
+        self.used += size
 
     async def release(self, size: int) -> None:
         async with self._changed:
@@ -149,10 +172,11 @@ async def sync_all(accounts: Sequence[Account], source: Endpoint, target: Endpoi
     progress = progress or NoProgress()
     limit = asyncio.Semaphore(max(1, options.jobs))
     budget = ByteBudget(options.memory_bytes)
+    run_deadline = Deadline.after(options.deadline, "the run's deadline")
 
     async def one(account: Account) -> MailboxResult:
         async with limit:
-            result = await sync_mailbox(account, source, target, options, progress, budget)
+            result = await sync_mailbox(account, source, target, options, progress, budget, run_deadline)
             progress.finished(account.source_user, result)
             return result
 
@@ -160,39 +184,54 @@ async def sync_all(accounts: Sequence[Account], source: Endpoint, target: Endpoi
 
 
 async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, options: SyncOptions,
-                       progress: Progress, budget: ByteBudget | None = None) -> MailboxResult:
-    """Sync one mailbox, retrying after a dropped connection; never raises for server trouble."""
+                       progress: Progress, budget: ByteBudget | None = None,
+                       run_deadline: Deadline | None = None) -> MailboxResult:
+    """Sync one mailbox, retrying after a dropped connection, until its deadline; never raises for server trouble."""
     result = MailboxResult(account.source_user, account.target_user, dry_run=options.dry_run)
     path = state_file(options.state_dir, str(source), account.source_user, str(target), account.target_user)
     state = SyncState(path)
     budget = budget or ByteBudget(options.memory_bytes)
-    connected_once = False
+    deadline = Deadline.first(run_deadline, Deadline.after(options.mailbox_deadline, "the deadline of one mailbox"))
     try:
-        while True:
-            try:
-                run = _MailboxRun(account, source, target, options, progress, state, result, budget)
-                await run.connect()
-                connected_once = True
-                await run.sync()
-                result.error = None
-                return result
-            except (ConnectionLost, ConnectError) as exc:
-                # A server unreachable from the start is reported at once; a dropped session is retried.
-                if (isinstance(exc, ConnectError) and not connected_once) or result.retries >= options.retries:
-                    result.error = str(exc)
-                    return result
-                result.retries += 1
-                await asyncio.sleep(min(0.2 * 2 ** result.retries, 5.0))
-            except OverQuota as exc:
-                result.error = f"target over quota: raise the quota of {account.target_user} ({exc})"
-                return result
-            except ImapError as exc:
-                result.error = str(exc)
-                return result
-            finally:
-                await run.close()
+        passed = await before(deadline, _sync_until_done(account, source, target, options, progress, state, result,
+                                                         budget))
+        if passed:
+            result.error = passed
+    except (ValueError, LookupError, TypeError) as exc:  # data no check foresaw: this mailbox stops, the run goes on
+        result.error = f"stopped by data it could not read ({exc.__class__.__name__}: {printable(str(exc))})"
     finally:
         state.close()
+    return result
+
+
+async def _sync_until_done(account: Account, source: Endpoint, target: Endpoint, options: SyncOptions,
+                           progress: Progress, state: SyncState, result: MailboxResult, budget: ByteBudget) -> None:
+    connected_once = False
+    while True:
+        run = _MailboxRun(account, source, target, options, progress, state, result, budget)
+        done = False
+        try:
+            await run.connect()
+            connected_once = True
+            await run.sync()
+            done = True
+            result.error = None
+            return
+        except (ConnectionLost, ConnectError) as exc:
+            # A server unreachable from the start is reported at once; a dropped session is retried.
+            if (isinstance(exc, ConnectError) and not connected_once) or result.retries >= options.retries:
+                result.error = str(exc)
+                return
+            result.retries += 1
+            await asyncio.sleep(min(0.2 * 2 ** result.retries, 5.0))
+        except OverQuota as exc:
+            result.error = f"target over quota: raise the quota of {account.target_user} ({exc})"
+            return
+        except ImapError as exc:  # including a source that broke a bound: not retried
+            result.error = str(exc)
+            return
+        finally:
+            await run.close(polite=done)
 
 
 class _MailboxRun:
@@ -209,14 +248,16 @@ class _MailboxRun:
 
     async def connect(self) -> None:
         self.src = await login(self.source, self.account.source_user, self.account.source_password, "source",
-                                self.options.timeout)
+                                self.options.timeout, self.options.limits)
         self.tgt = await login(self.target, self.account.target_user, self.account.target_password, "target",
-                                self.options.timeout)
+                                self.options.timeout, self.options.limits)
 
-    async def close(self) -> None:
+    async def close(self, polite: bool) -> None:
+        """Log out of both sessions when all went well; otherwise (a lost session, a server that broke a bound,
+        the deadline) just hang up: a server that misbehaves is not waited for."""
         for connection in (self.src, self.tgt):
             if connection is not None:
-                await connection.logout()
+                await connection.logout() if polite else connection.close()
 
     async def sync(self) -> None:
         src, tgt = self.src, self.tgt
@@ -276,12 +317,14 @@ class _MailboxRun:
             listed = [m for m in listed if m.uid in wanted]
         new = plan.to_copy(listed, state)
         if new:
-            new = await src.list_messages(uid_set(m.uid for m in new), details=True)
-            new.sort(key=lambda m: m.uid)
+            asked = [m.uid for m in new]
+            new = await src.list_messages(asked, details=True)
+            result.errors += plan.unanswered(asked, new, "listed by the source, then not answered (deleted meanwhile?)")
         if new and target_exists and target_status.uidnext - 1 > state.target_seen:
             recognised = await self.recognise(folder, state, new, listed)
             new = [m for m in new if m.uid not in recognised]
         changes = plan.flag_changes(listed, state)
+        result.errors += plan.remarks(m for m in listed if m.uid in changes)
         # Messages an earlier attempt of this run copied are counted as copied, not skipped.
         result.skipped = max(0, len(listed) - len(new) - result.copied)
         if dry:
@@ -305,8 +348,7 @@ class _MailboxRun:
         """Source UIDs already on the target without a state entry (an interrupted run, a lost state file)."""
         tgt, src = self.tgt, self.src
         await tgt.select(folder.target, readonly=self.options.dry_run)
-        unknown = [m for m in await tgt.list_messages(f"{state.target_seen + 1}:*", details=True)
-                   if m.uid > state.target_seen]
+        unknown = await tgt.list_messages(start=state.target_seen + 1, details=True)
         source_uids, target_uids = plan.candidates(new, unknown)
         pairs: dict[int, int] = {}
         if source_uids:
@@ -326,7 +368,14 @@ class _MailboxRun:
         return set(pairs)
 
     async def copy(self, folder: FolderPlan, state: FolderState, new: list[Listed], result: FolderResult) -> None:
-        """Fetch batch k+1 from the source while batch k is appended to the target; memory stays a few batches."""
+        """Fetch batch k+1 from the source while batch k is appended to the target; memory stays a few batches.
+
+        The budget is reserved by the sizes the source announced and charged
+        by the bytes it sent; a message announced larger than
+        ``max_message_bytes`` is not fetched at all.
+        """
+        new, too_large = plan.within_size(new, self.options.max_message_bytes)
+        result.errors += too_large
         if not new:
             return
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
@@ -337,11 +386,16 @@ class _MailboxRun:
         async def produce() -> None:
             try:
                 for batch in batches:
-                    size = sum(m.size for m in batch)
-                    await self.budget.acquire(size)
-                    held[0] += size
-                    fetched = await self.src.fetch_messages([m.uid for m in batch])
-                    await queue.put((sorted(fetched, key=lambda m: m.uid), size))
+                    announced = sum(m.size for m in batch)
+                    await self.budget.acquire(announced)
+                    held[0] += announced
+                    asked = [m.uid for m in batch]
+                    fetched = await self.src.fetch_messages(asked, expected_bytes=announced)
+                    received = sum(len(m.body) for m in fetched)
+                    if received > announced:
+                        self.budget.take(received - announced)
+                        held[0] += received - announced
+                    await queue.put((asked, fetched, max(received, announced)))
                 await queue.put(None)
             except Exception as exc:  # handed to the consumer, which raises it in its own task
                 await queue.put(exc)
@@ -351,8 +405,11 @@ class _MailboxRun:
             while (item := await queue.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                messages, size = item
+                asked, fetched, size = item
                 del item
+                messages, problems = plan.check_answer(asked, fetched)
+                result.errors += problems
+                del fetched
                 await self.append(folder, state, messages, result)
                 del messages
                 held[0] -= size
@@ -385,7 +442,9 @@ class _MailboxRun:
             return
         size = sum(len(m.body) for m in messages)
         if uids is not None:
-            self.state.record(folder.source, state, [(m.uid, u, m.flags) for m, u in zip(messages, uids)])
+            # What was received, not what the source announced, is what the state says was copied.
+            self.state.record(folder.source, state, [(m.uid, u, m.flags) for m, u in zip(messages, uids)],
+                              {m.uid: (len(m.body), hashlib.sha256(m.body).hexdigest()) for m in messages})
         else:
             result.errors.append("the target does not report UIDs of appended messages (no UIDPLUS): run again "
                                  "to recognise them")

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 from mailstack.sync.backup import STATUS_LETTERS, X_STATUS_LETTERS, header_of
 from mailstack.imap import CommandFailed, ImapConnection, ImapError, Message, Namespace, OverQuota
+from mailstack.imap.wire import flag, format_internaldate
 from mailstack.problems import InputError, Problem
 from mailstack.sync import plan
 from mailstack.imap.endpoint import Endpoint, login
@@ -43,7 +44,6 @@ HEADER_CHUNK = 500
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FROM_DATE = re.compile(r"(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) +(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?"
                         r"(?: +(?:[A-Z]{1,5}|(?P<tz1>[+-]\d{4})))? +(?P<year>\d{4})(?: +(?P<tz2>[+-]\d{4}))?")
-_KEYWORD = re.compile(r"^[^\\\s(){%*\"\]\x00-\x1f\x7f][^\s(){%*\"\\\]\x00-\x1f\x7f]*$")
 _PST_MESSAGE = re.compile(r"^(\d+)(\.eml)?$")
 
 
@@ -107,7 +107,7 @@ def flags_from(fields: Sequence[tuple[str, bytes]]) -> frozenset[str]:
         elif name == "x-status":
             flags |= {flag for flag, letter in X_STATUS_LETTERS.items() if letter in value}
         elif name == "x-keywords":
-            flags |= {k for k in re.split(r"[\s,]+", value) if k.isascii() and _KEYWORD.match(k)}
+            flags |= {k for k in re.split(r"[\s,]+", value) if k and not k.startswith("\\") and flag(k) == k}
     return frozenset(flags)
 
 
@@ -136,14 +136,6 @@ def header_date(fields: Sequence[tuple[str, bytes]]) -> datetime | None:
     return None
 
 
-def imap_datetime(moment: datetime) -> str:
-    """A date for APPEND: ``14-Nov-2023 22:13:20 +0000`` (English month names whatever the locale)."""
-    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() is not None else 0
-    sign = "-" if offset < 0 else "+"
-    return (f"{moment.day:02d}-{_MONTHS[moment.month - 1]}-{moment.year:04d} {moment:%H:%M:%S} "
-            f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
-
-
 def prepare(raw: bytes, now: datetime | None = None) -> Prepared | None:
     """A message of an mbox (with its From_ line) or of readpst, made ready to append; None for an mbox's
     folder-internal pseudo message (UW-IMAP and Dovecot keep one with an X-IMAP header)."""
@@ -160,7 +152,7 @@ def prepare(raw: bytes, now: datetime | None = None) -> Prepared | None:
     kept = b"".join(raw_field for name, raw_field in fields if name not in METADATA_HEADERS)
     body = (kept + rest).replace(b"\n", b"\r\n")
     moment = from_date or header_date(fields) or now or datetime.now(timezone.utc)
-    return Prepared(body, flags_from(fields), imap_datetime(moment))
+    return Prepared(body, flags_from(fields), format_internaldate(moment))
 
 
 def message_key(body: bytes) -> tuple[int, str]:

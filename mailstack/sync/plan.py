@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, Mapping, Sequence
 
-from mailstack.imap import Listed, Namespace, utf7
-from mailstack.imap.wire import internaldate_epoch
+from mailstack.imap import Listed, Message, Namespace, utf7
+from mailstack.imap.wire import parse_internaldate, uid_set
 
 
 # ---------------------------------------------------------------- folders
@@ -197,12 +197,65 @@ def batches(messages: Iterable[Listed], *, max_bytes: int, max_count: int) -> li
     return out
 
 
+def within_size(messages: Iterable[Listed], largest: int) -> tuple[list[Listed], list[str]]:
+    """The messages not announced larger than ``largest``, and a problem for each that is."""
+    kept, problems = [], []
+    for message in messages:
+        if message.size > largest:
+            problems.append((message.uid, f" left out: {message.size} bytes (RFC822.SIZE), over the largest message "
+                                          f"copied ({largest} bytes: --max-message-size)"))
+        else:
+            kept.append(message)
+    return kept, grouped_problems(problems)
+
+
+# ---------------------------------------------------------------- what a server answered
+
+
+def grouped_problems(problems: Iterable[tuple[int, str]]) -> list[str]:
+    """One line per distinct problem, naming every UID it concerns: ``messages UID 3:9,12 left out: ...``.
+
+    A server that sends the same bad flag on a whole folder gives one line per
+    batch, not one per message.
+    """
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for uid, problem in problems:
+        grouped[problem].append(uid)
+    return [f"{'message' if len(uids) == 1 else 'messages'} UID {uid_set(uids)}{problem}"
+            for problem, uids in grouped.items()]
+
+
+def unanswered(asked: Iterable[int], answered: Iterable[Listed | Message], why: str) -> list[str]:
+    """The UIDs asked for and not in the answer: the folder is not in sync."""
+    got = {m.uid for m in answered}
+    return grouped_problems((uid, f" left out: {why}") for uid in asked if uid not in got)
+
+
+def remarks(messages: Iterable[Listed | Message]) -> list[str]:
+    """What was dropped of messages' metadata (invalid flags, a date that is not one)."""
+    return grouped_problems((m.uid, f": {problem}") for m in messages for problem in m.problems)
+
+
+def check_answer(asked: Sequence[int], fetched: Sequence[Message]) -> tuple[list[Message], list[str]]:
+    """The messages of a FETCH answer that can be stored, and the problems of the others asked for.
+
+    A UID asked for and not answered is missing; a body the client did not
+    keep (too large) is left out; a message with invalid flags or date is
+    stored without them, and said.
+    """
+    complete = [m for m in fetched if not m.not_kept]
+    problems = (unanswered(asked, fetched, "asked for, and not sent by the source")
+                + grouped_problems((m.uid, f" left out: {m.not_kept}") for m in fetched if m.not_kept))
+    return complete, problems + remarks(complete)
+
+
 # ---------------------------------------------------------------- recognising messages already on the target
 
 
 def quick_key(message: Listed) -> tuple[int, int]:
-    """Size and internal date: cheap, compared before any header is fetched."""
-    return message.size, internaldate_epoch(message.internaldate) if message.internaldate else 0
+    """Size and internal date: cheap, compared before any header is fetched (-1 for a date that is not one)."""
+    moment = parse_internaldate(message.internaldate) if message.internaldate else None
+    return message.size, int(moment.timestamp()) if moment else (-1 if message.internaldate else 0)
 
 
 def fingerprint(message: Listed, header: bytes) -> tuple[int, int, str]:

@@ -1,4 +1,9 @@
-"""The end-of-run report: one row per mailbox, then every error with its mailbox and folder."""
+"""The end-of-run report: one row per mailbox, then every error with its mailbox and folder.
+
+Folder names and errors carry text the servers chose: it is shown only
+through :func:`mailstack.imap.wire.printable` (no control character, no
+terminal escape sequence reaches the operator's terminal).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Sequence
 
 from rich.table import Table
 
+from mailstack.imap.wire import printable
 from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
@@ -13,8 +19,19 @@ from mailstack.sync.engine import MailboxResult
 def report_json(results: Sequence[MailboxResult], problems: Sequence[Problem], *, dry_run: bool) -> dict:
     """The report as data (``--json``)."""
     return {"dry_run": dry_run, "in_sync": not problems and all(r.in_sync for r in results),
-            "mailboxes": [r.to_dict() for r in results],
+            "mailboxes": [shown(r.to_dict()) for r in results],
             "account_problems": [str(p) for p in problems]}
+
+
+def shown(value):
+    """A report value with every string in it made printable."""
+    if isinstance(value, str):
+        return printable(value, None)
+    if isinstance(value, dict):
+        return {shown(k): shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    return value
 
 
 def report_table(results: Sequence[MailboxResult], *, dry_run: bool) -> Table:
@@ -32,4 +49,4 @@ def report_table(results: Sequence[MailboxResult], *, dry_run: bool) -> Table:
 
 
 def error_lines(results: Sequence[MailboxResult]) -> list[str]:
-    return [f"{r.source_user} -> {r.target_user}: {e}" for r in results for e in r.errors]
+    return [f"{r.source_user} -> {r.target_user}: {printable(e, None)}" for r in results for e in r.errors]

@@ -1,17 +1,21 @@
 """What earlier runs copied, per mailbox pair: a small SQLite file, committed after every batch.
 
-It holds folder names, UIDs and flags, never a credential. Losing it costs
-time, not correctness: messages already on the target are recognised by
-their fingerprint and not copied again.
+It holds folder names, UIDs, flags, and the size and SHA-256 digest of each
+message as received, never a credential. It is private all the same (folder
+names say much): files 0600 in 0700 directories. Losing it costs time, not
+correctness: messages already on the target are recognised by their
+fingerprint and not copied again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from mailstack.files import private_dir
 from mailstack.sync.plan import FolderState
 
 _SCHEMA = """
@@ -19,8 +23,11 @@ CREATE TABLE IF NOT EXISTS folders (
   source TEXT PRIMARY KEY, source_uidvalidity INTEGER, target_uidvalidity INTEGER, target_seen INTEGER,
   done_validity INTEGER, done_next INTEGER, done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS messages (
-  source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
+  source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, size INTEGER, digest TEXT,
+  PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
 """
+# Files SQLite makes beside the database (it gives them the database's permissions).
+_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def state_file(directory: Path, source: str, source_user: str, target: str, target_user: str) -> Path:
@@ -33,11 +40,19 @@ class SyncState:
     """The per-folder UID maps of one mailbox pair."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        for name in (path.name, *(path.name + suffix for suffix in _COMPANIONS)):
+            if (path.parent / name).exists():  # a file of an earlier version, made with the umask's mode
+                os.chmod(path.parent / name, 0o600)
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for column, kind in (("size", "INTEGER"), ("digest", "TEXT")):  # a state file of an earlier version
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -64,15 +79,29 @@ class SyncState:
                           *done, int(state.complete is not None)))
         self._db.commit()
 
-    def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]]) -> None:
-        """Remember copied (or recognised, or re-flagged) messages, in memory and on disk, in one commit."""
+    def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]],
+               received: Mapping[int, tuple[int, str]] | None = None) -> None:
+        """Remember copied (or recognised, or re-flagged) messages, in memory and on disk, in one commit.
+
+        ``received`` gives, per source UID, the size and SHA-256 of the bytes
+        copied; a message recorded again without it keeps what it had.
+        """
+        received = received or {}
         rows = []
         for source_uid, target_uid, flags in pairs:
             state.synced[source_uid] = (target_uid, flags)
             state.target_seen = max(state.target_seen, target_uid)
-            rows.append((folder, source_uid, target_uid, " ".join(sorted(flags))))
-        self._db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?)", rows)
+            rows.append((folder, source_uid, target_uid, " ".join(sorted(flags)), *received.get(source_uid, (None, None))))
+        self._db.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, source_uid) DO UPDATE SET "
+            "target_uid = excluded.target_uid, flags = excluded.flags, size = coalesce(excluded.size, size), "
+            "digest = coalesce(excluded.digest, digest)", rows)
         self.save(folder, state)
+
+    def received(self, folder: str) -> dict[int, tuple[int | None, str | None]]:
+        """Per source UID of a folder: the size and SHA-256 digest of the bytes copied (None when not known)."""
+        return {uid: (size, digest) for uid, size, digest in self._db.execute(
+            "SELECT source_uid, size, digest FROM messages WHERE source = ?", (folder,))}
 
 
 def _flags(text: str) -> frozenset[str]:

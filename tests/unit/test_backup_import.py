@@ -8,17 +8,23 @@ from pathlib import Path
 import pytest
 
 from mailstack.sync.backup import (
+    MAPPED_PREFIX,
     BackupBusy,
     BackupIndex,
+    MaildirFolder,
     assign_letters,
     fingerprint,
+    folder_path,
+    keywords_of,
     mailbox_dir,
     maildir_folder,
     maildir_info,
     mbox_entry,
     mbox_file,
+    message_epoch,
+    status_headers,
 )
-from mailstack.imap import utf7
+from mailstack.imap import Message, utf7
 from mailstack.sync.importer import from_line_date, message_key, prepare, pst_folders
 
 T0 = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
@@ -133,3 +139,51 @@ def test_the_index_remembers_uids_and_recognises_messages_after_a_uidvalidity_ch
     assert index.saved_before("INBOX", 8) == {"p2": 1}
     index.close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+@pytest.mark.parametrize("name", ["/", "", "..", "../../etc", "a/../../b", "//", "x" * 300, "a\0b", "\x1b]0;t\x07",
+                                  "Archive/2024", "INBOX"])
+def test_a_folder_is_saved_inside_its_mailbox_directory_whatever_its_name(fmt, name, tmp_path):
+    where, mapped = folder_path(fmt, name)
+    root = tmp_path / "mailbox"
+    resolved = (root / where).resolve()
+    assert resolved == root or root in resolved.parents
+    assert all(len(part.encode()) <= 255 and "\0" not in part for part in where.parts)
+    # Maildir names are modified UTF-7 (a NUL is "&AAA-"); mbox names are the folder's own.
+    must_map = name == "x" * 300 or (fmt == "maildir" and name in ("/", "")) or (fmt == "mbox" and name == "a\0b")
+    assert bool(mapped) == must_map, (where, mapped)
+    if mapped:
+        assert MAPPED_PREFIX in str(where) and folder_path(fmt, name) == (where, mapped)  # the same place every run
+
+
+def test_inbox_alone_is_the_mailbox_directory_itself():
+    assert folder_path("maildir", "INBOX") == (Path("."), "")
+    assert folder_path("maildir", "")[1] == "the name would be the mailbox's own directory"
+
+
+def message_at(date: str, body: bytes = BODY) -> Message:
+    return Message(1, frozenset(), date, body)
+
+
+def test_a_message_without_a_readable_date_gets_a_stable_one_and_says_which():
+    assert message_epoch(message_at("14-Nov-2023 22:13:20 +0000")) == (T0, "")
+    dated = BODY.replace(b"Subject", b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\nSubject")
+    assert message_epoch(message_at("", dated)) == (T0, "saved with the date of its Date header (no readable "
+                                                        "INTERNALDATE)")
+    assert message_epoch(message_at("", BODY.replace(b"Subject", b"Date: someday\r\nSubject")))[0] == 0
+    assert message_epoch(message_at(""))[1] == ("saved with the date 1970-01-01 (no readable INTERNALDATE, no "
+                                                 "readable Date header)")
+
+
+def test_only_valid_keywords_reach_dovecot_keywords_and_mbox_headers():
+    hostile = {"\\Seen", "$Ok", "x\nX1 DELETE INBOX", "{5}", "two words", "\\Bogus"}
+    assert keywords_of(hostile) == ["$Ok"]
+    assert status_headers(hostile) == b"Status: RO\nX-Keywords: $Ok\n"
+
+
+def test_a_dovecot_keywords_file_with_lines_that_are_not_keywords_is_read_without_them(tmp_path):
+    root = tmp_path / "mailbox"
+    folder = MaildirFolder(root, Path(".Work"))
+    (folder.path / "dovecot-keywords").write_text("0 $Ok\n1 two words\n2 {5}\n30 $Far\n")
+    assert MaildirFolder(root, Path(".Work")).letters == {"$Ok": "a"}

@@ -100,3 +100,19 @@ def test_preview_of_a_stack_with_a_broken_roster_exits_1_with_the_problem(tmp_pa
     assert result.exit_code == 1
     assert "stacks/mailboxes/dev.csv:2: password uses the unsupported hash scheme {MD5}" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("30m", 1800.0), ("6h", 21600.0),
+                                           ("1.5h", 5400.0), ("1d", 86400.0), ("0", None), (None, None)])
+def test_deadlines_are_durations(text, seconds):
+    from mailstack.cli.common import duration
+
+    assert duration(text, "--deadline") == seconds
+
+
+def test_a_deadline_that_is_not_a_duration_is_a_usage_error(tmp_path):
+    accounts = tmp_path / "a.csv"
+    accounts.write_text("source_user,source_password,target_user,target_password\na,b,c@example.com,d\n")
+    result = CliRunner().invoke(app, ["sync", "--source", "imap://127.0.0.9", "--target", "imap://127.0.0.9",
+                                      "--accounts", str(accounts), "--deadline", "soon"])
+    assert result.exit_code == 2 and "'soon' is not a duration" in result.output

@@ -1,21 +1,29 @@
-"""The IMAP wire parser on its own: every response form the sync relies on, and a stream split anywhere."""
+"""The IMAP wire format on its own: every response form the sync relies on, a stream split anywhere, what may be
+written back (flags, strings, dates), and the bounds on what a server's answer may make the client hold."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailstack.imap.client import ImapConnection
+from mailstack.imap.client import CommandFailed, ImapConnection, Limits, NoSuchFolder, ServerMisbehaved
 from mailstack.imap.wire import (
     Literal,
     Tagged,
     Untagged,
     as_bytes,
     classify,
+    date_time,
     fetch_items,
+    flag,
+    flag_list,
+    flags_of,
+    internaldate,
     parse_uid_set,
+    printable,
     quote,
     tag_of,
     uid_set,
@@ -199,3 +207,184 @@ def test_a_stream_split_at_random_parses_to_the_same_tokens(stream_responses, da
         r.tokens() if isinstance(r, Untagged) else r for r in whole]
     assert [r.tokens() for r in whole[:-1]] == [expected for _, expected in stream_responses]
     assert whole[-1] == Tagged("OK", None, "done")
+
+
+# ---------------------------------------------------------------- what goes back out: flags, strings, dates
+
+
+@pytest.mark.parametrize("value", ["$Forwarded", "Project-X", "NonJunk", "a.b/c:d", "a[b", "~}|"])
+def test_keywords_that_are_atoms_are_flags(value):
+    assert flag(value) == value
+
+
+@pytest.mark.parametrize("value", ["x)\nX1 DELETE \"Important\"", "{5}", "two words", 'say"hi"', "50%", "a*", "a]",
+                                   "(", "tab\there", "日本", "esc\x1bx", "", "x" * 256, b"literal", None, ["list"],
+                                   "\\Bogus", "\\Seen\r\nX1 EXPUNGE"])
+def test_anything_else_is_not_a_flag(value):
+    assert flag(value) is None
+
+
+def test_system_flags_keep_their_usual_spelling():
+    assert flag("\\SEEN") == "\\Seen" and flag("\\answered") == "\\Answered" and flag("\\Recent") == "\\Recent"
+
+
+def test_a_flags_list_keeps_the_flags_and_names_what_it_dropped():
+    assert flags_of(["\\Seen", "$Ok", "x\ny", b"{5}", ["nested"], None]) == (
+        frozenset({"\\Seen", "$Ok"}), ("x\ny", "{5}", "(...)", ""))
+    assert flags_of("\\Seen") == (frozenset(), ("\\Seen",))  # not a list at all
+    assert flags_of(None) == (frozenset(), ())
+
+
+def test_flags_are_written_only_when_every_one_is_a_flag():
+    assert flag_list({"\\Seen", "$Ok"}) == b"($Ok \\Seen)"
+    for bad in ("x\nX1 DELETE INBOX", "{5}", "\\seen"):
+        with pytest.raises(ValueError, match="is not an IMAP flag"):
+            flag_list({"\\Seen", bad})
+
+
+def test_a_string_with_nul_cannot_be_written_in_any_form():
+    with pytest.raises(ValueError, match="NUL"):
+        quote("a\0b")
+
+
+def test_dates_are_read_into_the_form_sent_back_and_anything_else_is_none():
+    assert internaldate(" 7-Jul-1996 02:44:25 -0700") == "07-Jul-1996 02:44:25 -0700"
+    assert internaldate("17-jul-1996 02:44:25 +0930") == "17-Jul-1996 02:44:25 +0930"
+    for bad in ("31-Feb-2023 25:61:61 +9999", "yesterday", "0-Jan-0000 00:00:00 +0000", "17-Jul-1996 02:44:25",
+                "17-Jul-1996 02:44:25 +2400", "", None, b"17-Jul-1996 02:44:25 -0700"):
+        assert internaldate(bad) == ""
+    assert date_time("17-Jul-1996 02:44:25 -0700") == b'"17-Jul-1996 02:44:25 -0700"'
+    with pytest.raises(ValueError, match="is not an IMAP date-time"):
+        date_time('1-Jan-2024" X1 DELETE "INBOX')
+
+
+def test_server_text_is_shown_without_terminal_controls_and_cut():
+    text = "\x1b]0;pwned\x07\x1b[2J\u202eevil\x9b31m\udcff ok é 日本"
+    shown = printable(text)
+    assert shown == "\\x1b]0;pwned\\x07\\x1b[2J\\u202eevil\\x9b31m\\udcff ok é 日本"
+    assert printable("x" * 500, 10) == "x" * 10 + "..." and printable("x" * 500, None) == "x" * 500
+    assert printable(shown) == shown
+
+
+# ---------------------------------------------------------------- answers: bounded, and only what was asked
+
+
+class Writer:
+    """The client's writer, writing nowhere (the server's answers are fed to the reader up front)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def session(stream: bytes, limits: Limits | None = None, *, endless: bytes = b""):
+    """A connection whose server has sent ``stream`` (then ``endless`` over and over), selected on INBOX."""
+    reader = asyncio.StreamReader(limit=1 << 24)
+    reader.feed_data(stream)
+    if endless:
+        async def feed() -> None:
+            while True:
+                reader.feed_data(endless * 1000)
+                await asyncio.sleep(0)
+        asyncio.get_running_loop().create_task(feed())
+    else:
+        reader.feed_eof()
+    connection = ImapConnection(reader, Writer(), "source test", timeout=5, limits=limits)
+    connection.selected = "INBOX"
+    return connection
+
+
+def answer(coroutine_of):
+    async def run():
+        return await coroutine_of()
+    return asyncio.run(run())
+
+
+def test_fetch_answers_for_uids_not_asked_are_ignored_and_a_repeat_adds_nothing():
+    body1, body3 = b"Subject: one\r\n\r\nx\r\n", b"Subject: three\r\n\r\ny\r\n"
+    stream = (b"* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] {%d}\r\n%s)\r\n" % (len(body1), body1)
+              + b"* 9 FETCH (UID 99 FLAGS () BODY[] {3}\r\nabc)\r\n"
+              + b"* 1 FETCH (UID 1 FLAGS () BODY[] {5}\r\nother)\r\n"
+              + b"* 3 FETCH (UID 3 FLAGS (\\Flagged) BODY[] {%d}\r\n%s)\r\n" % (len(body3), body3)
+              + b"M1 OK done\r\n")
+    messages = answer(lambda: session(stream).fetch_messages([1, 2, 3]))
+    assert [(m.uid, m.body, m.flags) for m in messages] == [(1, body1, {"\\Seen"}), (3, body3, {"\\Flagged"})]
+
+
+def test_a_listing_drops_invalid_flags_and_dates_and_says_so():
+    stream = (b'* 1 FETCH (UID 4 FLAGS (\\Seen "x\nX1 DELETE INBOX" {5}) RFC822.SIZE lots INTERNALDATE "yesterday")\r\n'
+              b"M1 OK done\r\n")
+    [listed] = answer(lambda: session(stream).list_messages(start=1, details=True))
+    assert (listed.uid, listed.flags, listed.size, listed.internaldate) == (4, {"\\Seen"}, 0, "")
+    assert listed.problems == ("flag 'x\\x0aX1 DELETE INBOX' dropped: not an IMAP flag",
+                               "flag '{5}' dropped: not an IMAP flag",
+                               "its date (INTERNALDATE 'yesterday') is not a date: not carried")
+
+
+def test_a_literal_over_the_largest_message_is_read_past_not_kept():
+    big = b"x" * 3000
+    stream = (b"* 1 FETCH (UID 1 BODY[] {3000}\r\n" + big + b")\r\n* 2 FETCH (UID 2 BODY[] {2}\r\nok)\r\n"
+              b"M1 OK done\r\n")
+    first, second = answer(lambda: session(stream, Limits(max_literal=1000)).fetch_messages([1, 2]))
+    assert (first.body, second.body) == (b"", b"ok")
+    assert first.not_kept == "3000 bytes, over the largest message this client holds (1000 bytes: --max-message-size)"
+
+
+def test_bodies_past_what_was_announced_are_not_held():
+    stream = b"".join(b"* %d FETCH (UID %d BODY[] {600}\r\n" % (n, n) + b"y" * 600 + b")\r\n" for n in (1, 2, 3))
+    messages = answer(lambda: session(stream + b"M1 OK done\r\n", Limits(max_literal=1000))
+                      .fetch_messages([1, 2, 3], expected_bytes=300))
+    assert [len(m.body) for m in messages] == [600, 0, 0]
+    assert messages[1].not_kept.startswith("the server sent more than it announced (RFC822.SIZE: 300 bytes")
+
+
+def test_a_literal_larger_than_an_answer_may_be_stops_at_once():
+    with pytest.raises(ServerMisbehaved, match="a literal of 4000000000 bytes for UID 1, more than the 268435456 bytes"):
+        answer(lambda: session(b"* 1 FETCH (UID 1 BODY[] {4000000000}\r\n", endless=b"\0" * 1000).fetch_messages([1]))
+
+
+def test_an_answer_larger_than_allowed_stops():
+    with pytest.raises(ServerMisbehaved, match="more than 100000 bytes in answer to one command"):
+        answer(lambda: session(b"", Limits(max_answer_bytes=100_000), endless=b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n")
+               .list_messages([1]))
+
+
+@pytest.mark.parametrize("flood", [b"* OK still here\r\n", b"* 1 FETCH (UID 99 FLAGS ())\r\n", b"+ go on\r\n",
+                                   b"X9 OK not yours\r\n"])
+def test_responses_that_are_no_answer_are_bounded(flood):
+    with pytest.raises(ServerMisbehaved, match="more than 10000 responses that are no answer"):
+        answer(lambda: session(b"", endless=flood).list_messages([1]))
+
+
+def test_a_flood_of_answers_is_bounded_too():
+    with pytest.raises(ServerMisbehaved, match="more than 5000 responses to one command"):
+        answer(lambda: session(b"", Limits(max_responses=5000), endless=b"* 3 EXISTS\r\n").select("INBOX"))
+
+
+def test_a_line_without_end_stops():
+    with pytest.raises(ServerMisbehaved, match="a line longer than"):
+        answer(lambda: session(b"* OK " + b"x" * (17 * 1024 * 1024)).capability())
+
+
+def test_server_text_in_errors_is_printable():
+    stream = b"M1 NO [NONEXISTENT] \x1b]0;pwned\x07\x1b[2Jgone\r\n"
+    with pytest.raises(NoSuchFolder) as failure:
+        answer(lambda: session(stream).select("Evil"))
+    assert "\x1b" not in str(failure.value) and "\\x1b]0;pwned\\x07\\x1b[2Jgone" in str(failure.value)
+
+
+def test_a_folder_name_imap_cannot_carry_fails_that_command_only():
+    with pytest.raises(CommandFailed, match="cannot be named over IMAP"):
+        answer(lambda: session(b"").status("a\0b"))
+
+
+def test_malformed_list_entries_are_skipped():
+    stream = (b'* LIST (\\HasNoChildren) "/"\r\n* LIST "garbage"\r\n* LIST () NIL NIL\r\n'
+              b'* LIST (\\HasNoChildren) "//" "Sent"\r\n* LIST (\\Noselect) "/" "A"\r\nM1 OK done\r\n')
+    folders = answer(lambda: session(stream).list_folders())
+    assert [(f.name, f.delimiter, f.selectable) for f in folders] == [("Sent", None, True), ("A", "/", False)]

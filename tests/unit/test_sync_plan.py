@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack.imap import Listed, Namespace, utf7
+from mailstack.imap import Listed, Message, Namespace, utf7
 from mailstack.imap.wire import parse_uid_set, uid_set
 from mailstack.problems import InputError
 from mailstack.sync import plan
@@ -144,3 +144,40 @@ def test_the_state_file_name_does_not_show_the_user(tmp_path: Path):
 
     path = state_file(tmp_path, "imaps://old:993", "taro", "imaps://new:993", "taro@example.com")
     assert "taro" not in path.name and path.suffix == ".sqlite"
+
+
+# ---------------------------------------------------------------- what a server answered
+
+
+def message(uid: int, body: bytes = b"x", *, problems=(), not_kept: str = "") -> Message:
+    return Message(uid, frozenset(), "", body, tuple(problems), not_kept)
+
+
+def test_an_answer_is_checked_uid_by_uid_against_what_was_asked():
+    fetched = [message(1, problems=["flag '{5}' dropped: not an IMAP flag"]), message(3, not_kept="too large"),
+               message(4)]
+    stored, problems = plan.check_answer([1, 2, 3, 4], fetched)
+    assert [m.uid for m in stored] == [1, 4]
+    assert problems == ["message UID 2 left out: asked for, and not sent by the source",
+                        "message UID 3 left out: too large",
+                        "message UID 1: flag '{5}' dropped: not an IMAP flag"]
+
+
+def test_a_message_announced_too_large_is_not_fetched():
+    kept, problems = plan.within_size([listed(1, size=10), listed(2, size=11)], 10)
+    assert [m.uid for m in kept] == [1]
+    assert problems == ["message UID 2 left out: 11 bytes (RFC822.SIZE), over the largest message copied "
+                        "(10 bytes: --max-message-size)"]
+
+
+def test_a_date_that_is_not_a_date_never_matches_and_never_raises():
+    assert plan.quick_key(listed(1, date_="31-Feb-2023 25:61:61 +9999")) == (100, -1)
+    assert plan.quick_key(listed(1, date_="")) == (100, 0)
+    assert plan.candidates([listed(1, date_="junk")], [listed(5, date_="junk")]) == ([1], [5])  # same junk, same key
+
+
+def test_the_same_problem_on_many_messages_is_one_line():
+    fetched = [Message(uid, frozenset(), "", b"x", ("flag 'x y' dropped: not an IMAP flag",)) for uid in (1, 2, 3, 7)]
+    assert plan.check_answer([1, 2, 3, 5, 6, 7], fetched)[1] == [
+        "messages UID 5:6 left out: asked for, and not sent by the source",
+        "messages UID 1:3,7: flag 'x y' dropped: not an IMAP flag"]

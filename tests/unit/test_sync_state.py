@@ -1,0 +1,45 @@
+"""The sync state file: private, and it records what was received (size and digest) per copied message."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from mailstack.sync.plan import FolderState
+from mailstack.sync.state import SyncState
+
+
+def test_state_files_are_0600_in_0700_directories(tmp_path: Path):
+    path = tmp_path / "state" / "deep" / "x.sqlite"
+    state = SyncState(path)
+    state.record("INBOX", FolderState(1, 1), [(1, 10, frozenset({"\\Seen"}))])
+    state.close()
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    made = [p for p in path.parent.iterdir()]
+    assert made and all(p.stat().st_mode & 0o777 == 0o600 for p in made), [(p.name, oct(p.stat().st_mode)) for p in made]
+
+
+def test_a_state_file_of_an_earlier_version_is_made_private_and_gains_the_received_columns(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("CREATE TABLE messages (source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, "
+                         "PRIMARY KEY (source, source_uid)) WITHOUT ROWID;"
+                         "INSERT INTO messages VALUES ('INBOX', 1, 10, '\\Seen');")
+    path.chmod(0o644)
+    state = SyncState(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert state.received("INBOX") == {1: (None, None)}
+    state.close()
+
+
+def test_what_was_received_is_recorded_and_kept_when_flags_change(tmp_path: Path):
+    state = SyncState(tmp_path / "s.sqlite")
+    folder = FolderState(1, 1)
+    body = b"Subject: x\r\n\r\nbody\r\n"
+    state.record("INBOX", folder, [(5, 50, frozenset())], {5: (len(body), hashlib.sha256(body).hexdigest())})
+    state.record("INBOX", folder, [(5, 50, frozenset({"\\Seen"}))])  # a flag change later
+    assert state.received("INBOX") == {5: (len(body), hashlib.sha256(body).hexdigest())}
+    assert state.load("INBOX").synced == {5: (50, frozenset({"\\Seen"}))}
+    state.close()
