@@ -208,8 +208,12 @@ class ImapConnection:
         return await self._list(b"LIST")
 
     async def subscribed(self) -> set[str]:
-        """Names of subscribed folders (wire form)."""
-        return {folder.name for folder in await self._list(b"LSUB")}
+        """Names of subscribed folders (wire form).
+
+        An LSUB entry marked ``\\Noselect`` (or ``\\NonExistent``) is the parent of a
+        subscribed folder, not itself subscribed (RFC 3501, 6.3.9).
+        """
+        return {folder.name for folder in await self._list(b"LSUB") if folder.selectable}
 
     async def _list(self, verb: bytes) -> list[Folder]:
         untagged, _ = await self.command(verb, b'""', b'"*"')
