@@ -197,9 +197,9 @@ class DovecotImap:
                       unique: str) -> None:
         """Drop one message file into a folder's Maildir (run :meth:`resync` afterwards)."""
         path = self.maildir(user)
-        if folder.upper() != "INBOX" and self.layout == "fs":
-            path = path.joinpath(*(utf7.encode(part) for part in folder.split("/")))
-        elif folder.upper() != "INBOX":
+        if self.layout != "maildir++":
+            raise ImapServerError("write_message writes Maildir++ folders only: fill a LAYOUT=fs server over IMAP")
+        if folder.upper() != "INBOX":
             path = path / ("." + ".".join(utf7.encode(part) for part in folder.split("/")))
         letters = "".join(sorted(FLAG_LETTERS[f] for f in flags))
         target = path / "cur" / f"{unique}:2,{letters}"

@@ -258,8 +258,8 @@ class _MailboxRun:
             except CommandFailed as exc:
                 # One folder the target refuses never stops the others.
                 renamed = plan.renamed(folder.name, self.options.rules.renames)
-                result.errors.append(f"the new server refused the folder {result.target!r} ({exc.server_text or exc}): "
-                                     f"{names.remedy(folder.name, renamed, naming)}")
+                result.errors.append(f"the new server refused the folder {result.target!r} "
+                                     f"({exc.server_text or exc}): {names.remedy(folder.name, renamed, naming)}")
                 continue
             try:
                 await self.sync_folder(folder, result, exists)
@@ -280,8 +280,9 @@ class _MailboxRun:
         state = plan.still_valid(loaded, source_status.uidvalidity, target_status.uidvalidity)
         if state is not loaded and not dry:
             self.state.reset(folder.source, state)
-        if not options.verify and plan.unchanged_since_last_run(state, source_status.uidvalidity, source_status.uidnext,
-                                         source_status.highestmodseq, self.since_epoch):
+        # --verify looks at every message, even in a folder unchanged on the source.
+        if not options.verify and plan.unchanged_since_last_run(
+                state, source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq, self.since_epoch):
             result.skipped = source_status.messages
             return
 

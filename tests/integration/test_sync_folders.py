@@ -3,8 +3,8 @@ them, and the full comparison of flags and keywords (``sync --verify``)."""
 
 from __future__ import annotations
 
-import imaplib
 import json
+import shutil
 from collections import Counter
 from email.message import EmailMessage
 
@@ -159,7 +159,7 @@ def test_a_noselect_parent_in_lsub_is_not_a_subscription(tmp_path):
         def noselect_parent(line: bytes) -> list[bytes]:  # as some servers answer LSUB
             return [b'* LSUB (\\Noselect \\HasChildren) "." INBOX.A'] if line == b'* LSUB () "." INBOX.A.B' else []
 
-        with AddingProxy((OLD, 1143), (OLD, 143), noselect_parent) as proxy:
+        with AddingProxy((OLD, 1143), (OLD, 143), extra=noselect_parent) as proxy:
             (result,) = run_sync([ALICE], Endpoint("imap", OLD, 1143), Endpoint("imap", NEW, 143),
                                  SyncOptions(state_dir=tmp_path / "state"))
         assert proxy.added >= 1  # the quirk was served
@@ -188,12 +188,7 @@ def test_verify_finds_and_repairs_keywords_the_target_lost_with_its_index(tmp_pa
 
         assert run_cli(tmp_path).exit_code == 0
         assert new.snapshot("alice@example.com").folders == source.folders
-        # The target loses its index: Maildir keeps 26 keywords per folder in file names, the rest only there.
-        folder_dir = new.maildir("alice@example.com") / ".Work"
-        for index in folder_dir.glob("dovecot.index*"):
-            index.unlink()
-        new.doveadm("force-resync", "-u", "alice@example.com", "Work")
-        damaged = new.snapshot("alice@example.com")
+        damaged = lose_index(new, "Work")
         lost = _keyword_uses(source.folders["Work"]) - _keyword_uses(damaged.folders["Work"])
         assert sum(lost.values()) > 0 and set(damaged.folders) == set(source.folders)
 
@@ -217,6 +212,24 @@ def test_verify_finds_and_repairs_keywords_the_target_lost_with_its_index(tmp_pa
 
         again = run_cli(tmp_path, "--verify")
         assert again.exit_code == 0 and json.loads(again.stdout)["mailboxes"][0]["flags_repaired"] == 0
+
+        # The index and the sync state both lost: copies are recognised, then their flags compared and repaired.
+        assert lose_index(new, "Work").folders == damaged.folders
+        shutil.rmtree(tmp_path / "state")
+        stateless = run_cli(tmp_path, "--verify")
+        assert stateless.exit_code == 0, stateless.output
+        report = json.loads(stateless.stdout)["mailboxes"][0]
+        assert report["copied"] == 0 and report["flag_updates"] + report["flags_repaired"] == lacking
+        assert new.snapshot("alice@example.com").folders == source.folders
+
+
+def lose_index(server: DovecotImap, folder: str):
+    """Remove a folder's Dovecot index and rebuild it from the Maildir, as after an index loss; the mailbox then."""
+    user = server.users[0].name
+    for index in (server.maildir(user) / f".{folder}").glob("dovecot.index*"):
+        index.unlink()
+    server.doveadm("force-resync", "-u", user, folder)
+    return server.snapshot(user)
 
 
 def _keyword_uses(counts: Counter) -> Counter:
