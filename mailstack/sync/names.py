@@ -27,7 +27,7 @@ from mailstack.imap import utf7
 MAILDIR_MAX_BYTES = 254
 
 # Refused character -> its stand-in. Leading "~" and control characters are handled apart.
-_LOOKALIKES = {".": "\u2024", "/": "\u2215"}  # ONE DOT LEADER, DIVISION SLASH
+_LOOKALIKES = {".": "\u2024"}  # ONE DOT LEADER
 _TILDE = "\uff5e"  # FULLWIDTH TILDE
 _CONTROL_PICTURES = 0x2400  # U+2400 + code: the Unicode picture of each C0 control character
 
