@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import time
 import tracemalloc
 import zipfile
@@ -68,6 +69,27 @@ def test_an_xlsx_with_a_huge_shared_string_is_refused_before_it_is_opened(tmp_pa
     assert 0.5e6 < bomb.stat().st_size < 1.5e6  # about 1 MB on disk, 1 GiB once inflated
     (problem,) = refused_fast(lambda: check_roster(bomb))
     assert problem.where == str(bomb) and "would inflate to 1024.0 MiB" in problem.message
+
+
+def test_an_xlsx_that_lies_about_its_sizes_is_never_inflated_past_them(tmp_path):
+    small = workbook(tmp_path / "small.xlsx", [["address", "password"], ["taro@example.jp", "generate"]])
+    name = "xl/worksheets/sheet1.xml"
+    liar = tmp_path / "liar.xlsx"
+    with zipfile.ZipFile(small) as source, zipfile.ZipFile(liar, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            copy.writestr(item.filename, source.read(item) if item.filename != name else b"A" * (96 * 1024 * 1024))
+    data = bytearray(liar.read_bytes())
+    with zipfile.ZipFile(liar) as archive:
+        offset = archive.getinfo(name).header_offset
+    struct.pack_into("<I", data, offset + 22, 1000)  # the local header's uncompressed size
+    entry = data.find(b"PK\x01\x02")
+    while data[entry + 46:entry + 46 + len(name)] != name.encode():
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<I", data, entry + 24, 1000)  # the central directory's
+    liar.write_bytes(bytes(data))
+    # Declared small, so the bound lets it through; zipfile stops at the declared size and fails its CRC.
+    (problem,) = refused_fast(lambda: check_roster(liar))
+    assert problem.message == "cannot be read as an .xlsx workbook (BadZipFile): save it again from Excel"
 
 
 def test_a_zip_bomb_of_many_parts_is_refused(tmp_path):
