@@ -131,7 +131,8 @@ async def _count_folders(src: ImapConnection, tgt: ImapConnection, rules: Folder
     target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
     counts = []
     sources = [f.name for f in await src.list_folders() if f.selectable]
-    for planned in plan.plan_folders(sources, source_ns, target_ns, rules, names.naming_for(target_ns.delimiter)):
+    naming = names.naming_for(target_ns.delimiter)
+    for planned in plan.plan_folders(sources, source_ns, target_ns, rules, naming, target_folders):
         if planned.left_out:
             continue
         try:

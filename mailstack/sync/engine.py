@@ -231,7 +231,8 @@ class _MailboxRun:
         target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
         target_subscribed = await tgt.subscribed()
         naming = names.naming_for(target_ns.delimiter)
-        plans = plan.plan_folders([f.name for f in source_folders], source_ns, target_ns, self.options.rules, naming)
+        plans = plan.plan_folders([f.name for f in source_folders], source_ns, target_ns, self.options.rules, naming,
+                                  target_folders)
         for missing in self.options.rules.missing_explicit(p.name for p in plans):
             self.result.folder(missing).errors = ["no such folder on the source"]
         for folder in plans:

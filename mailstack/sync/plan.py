@@ -102,11 +102,13 @@ def renamed(name: str, renames: Sequence[tuple[str, str]]) -> str:
 
 
 def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: FolderRules,
-                naming: names.TargetNaming | None = None) -> FolderPlan:
+                naming: names.TargetNaming | None = None, existing: frozenset[str] = frozenset()) -> FolderPlan:
     """Where one source folder goes on the target, or why it is skipped.
 
     ``naming`` holds the target's rules for names (:func:`names.naming_for`);
-    without it only its hierarchy separator is checked.
+    without it only its hierarchy separator is checked. A name in
+    ``existing`` (wire names the target lists) is taken as it is: the target
+    evidently holds it.
     """
     name = normal_name(source, source_ns)
     if not any(fnmatch.fnmatchcase(name, p) for p in rules.include):
@@ -116,7 +118,7 @@ def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: 
     naming = naming or names.separator_only(target_ns.delimiter)
     new = renamed(name, rules.renames)
     refused = names.problem(new.split("/"), naming)
-    if refused is None:
+    if refused is None or wire_name(new, target_ns) in existing:
         return FolderPlan(source, name, wire_name(new, target_ns))
     automatic = names.mapped(new.split("/"), naming) if rules.map_invalid else None
     if automatic is not None:
@@ -125,13 +127,14 @@ def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: 
 
 
 def plan_folders(sources: Iterable[str], source_ns: Namespace, target_ns: Namespace, rules: FolderRules,
-                 naming: names.TargetNaming | None = None) -> list[FolderPlan]:
+                 naming: names.TargetNaming | None = None, existing: Iterable[str] = ()) -> list[FolderPlan]:
     """Every source folder planned; an automatic mapping that lands on another folder's target is refused.
 
     Two folders an operator's ``--map`` sends to one target are merged on
     purpose; a mapping made by ``--map-invalid`` never merges anything.
     """
-    plans = [plan_folder(s, source_ns, target_ns, rules, naming) for s in sources]
+    existing = frozenset(existing)
+    plans = [plan_folder(s, source_ns, target_ns, rules, naming, existing) for s in sources]
     plain = {p.target for p in plans if p.target is not None and not p.mapped_from}
     taken: set[str] = set()
     out = []

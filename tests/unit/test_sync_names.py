@@ -90,3 +90,8 @@ def test_flags_are_compared_message_by_message_through_the_uid_pairs():
     lines = flagcheck.describe(differences, gone, repaired=True)
     assert lines[0] == "1 message(s) lacked flags on the new server (repaired): $Kw27 (1)"
     assert "left alone): \\Flagged (1)" in lines[1] and "no longer on the new server" in lines[2]
+
+
+def test_a_name_the_target_already_holds_is_taken_as_it_is():
+    folder = plan.plan_folders(["john.doe"], SLASH, SLASH, FolderRules(), HOST, existing={"john.doe"})[0]
+    assert folder.target == "john.doe" and not folder.reason
