@@ -121,8 +121,9 @@ def readable(parts: list[str], naming: TargetNaming) -> list[str]:
     for index, part in enumerate(parts):
         text = "".join("_" if _replacement(c, naming) != c else c for c in part) or "_"
         out.append("_" + text[1:] if index == 0 and text.startswith("~") and naming.storage else text)
-    while naming.storage and problem(out, naming) and len(out[-1]) > 1:
-        out[-1] = out[-1][:-1]
+    while naming.storage and problem(out, naming) and max(map(len, out)) > 1:
+        longest = max(range(len(out)), key=lambda i: len(out[i]))
+        out[longest] = out[longest][:-1]
     return out
 
 

@@ -95,3 +95,13 @@ def test_flags_are_compared_message_by_message_through_the_uid_pairs():
 def test_a_name_the_target_already_holds_is_taken_as_it_is():
     folder = plan.plan_folders(["john.doe"], SLASH, SLASH, FolderRules(), HOST, existing={"john.doe"})[0]
     assert folder.target == "john.doe" and not folder.reason
+
+
+@given(st.lists(st.text(min_size=1, max_size=100), min_size=1, max_size=4))
+def test_the_suggested_map_is_a_name_the_target_accepts(parts):
+    assert names.problem(names.readable(parts, HOST), HOST) is None
+
+
+def test_a_refused_name_made_by_an_operator_map_points_at_that_map():
+    folder = plan.plan_folder("Sent", SLASH, SLASH, FolderRules(renames=(("Sent", "Sent.old"),)), HOST)
+    assert folder.reason.endswith("change the --map that renames 'Sent' to 'Sent.old'")
