@@ -43,6 +43,9 @@ DeadlineOption = typer.Option(None, "--deadline", metavar="DURATION",
 MailboxDeadlineOption = typer.Option("6h", "--mailbox-deadline", metavar="DURATION",
                                      help="Stop one mailbox after this long (e.g. 30m, 6h; 0 for none); reported "
                                           "as not finished.")
+MapInvalidOption = typer.Option(False, "--map-invalid", help="Map a folder name the new server refuses ('.' in "
+                                "Dovecot Maildir++, a leading '~', control characters) to a look-alike it accepts: "
+                                "'john.doe' becomes 'john\u2024doe' (ONE DOT LEADER); listed in the report.")
 
 
 def command(app: typer.Typer, name: str, function: Callable) -> None:
@@ -104,15 +107,15 @@ def read_accounts(path: Optional[Path], roster_addresses: Optional[set[str]] = N
     return accounts, problems
 
 
-def folder_rules(include: list[str], exclude: list[str], renames: list[str]):
-    """The sync's folder rules from --include/--exclude/--map; a bad --map is a usage error."""
+def folder_rules(include: list[str], exclude: list[str], renames: list[str], map_invalid: bool = False):
+    """The sync's folder rules from --include/--exclude/--map/--map-invalid; a bad --map is a usage error."""
     from mailstack.sync.plan import FolderRules, parse_rename
 
     try:
         parsed = tuple(parse_rename(r) for r in renames)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--map") from None
-    return FolderRules(tuple(include) or ("*",), tuple(exclude), parsed)
+    return FolderRules(tuple(include) or ("*",), tuple(exclude), parsed, map_invalid)
 
 
 def record_evidence(stack_file, **parts) -> Path:

@@ -11,8 +11,8 @@ import typer
 
 from mailstack.cli.common import (
     EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption, JsonOption,
-    MailboxDeadlineOption, MaxMessageOption, StackOption, command, default_state_dir, duration, err, folder_rules,
-    imap_endpoint, load_stack, out, read_accounts, record_evidence,
+    MailboxDeadlineOption, MapInvalidOption, MaxMessageOption, StackOption, command, default_state_dir, duration, err,
+    folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
 )
 
 SourceOption = typer.Option(None, "--source", help="Old server, imap:// or imaps://HOST[:PORT]; with -s: the stack's old_server.imap.")
@@ -52,6 +52,10 @@ def sync(
     exclude: list[str] = ExcludeOption,
     renames: list[str] = typer.Option([], "--map", help="Rename a folder and its subfolders: OLD=NEW, e.g. "
                                                         "'Sent Items=Sent' (repeatable)."),
+    map_invalid: bool = MapInvalidOption,
+    verify: bool = typer.Option(False, "--verify", help="Also compare every copied message's flags and keywords on "
+                                                         "both sides and add on the new server what it lacks "
+                                                         "(after an index loss, for example); says what it repaired."),
     since: Optional[str] = typer.Option(None, "--since", help="Only messages received on or after YYYY-MM-DD."),
     max_age: Optional[int] = typer.Option(None, "--max-age", min=1, help="Only messages of the last N days."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Where per-mailbox sync state is kept "
@@ -68,17 +72,18 @@ def sync(
     """
     from mailstack.sync.engine import SyncOptions, run_sync
     from mailstack.sync.plan import since_day
-    from mailstack.sync.report import error_lines, report_json, report_table
+    from mailstack.sync.report import error_lines, note_lines, report_json, report_table
 
     source_server, target_server, roster_addresses, stack_file = endpoints(stack, source, target, cafile)
     try:
         since_date = date.fromisoformat(since) if since else None
     except ValueError:
         raise typer.BadParameter(f"{since!r} is not a date YYYY-MM-DD", param_hint="--since") from None
-    options = SyncOptions(state_dir=state_dir or default_state_dir(), rules=folder_rules(include, exclude, renames),
+    options = SyncOptions(state_dir=state_dir or default_state_dir(),
+                          rules=folder_rules(include, exclude, renames, map_invalid),
                           since=since_day(date.today(), since_date, max_age), dry_run=dry_run, jobs=jobs,
                           max_message_bytes=max_message_size * 1024 * 1024, deadline=duration(deadline, "--deadline"),
-                          mailbox_deadline=duration(mailbox_deadline, "--mailbox-deadline"))
+                          mailbox_deadline=duration(mailbox_deadline, "--mailbox-deadline"), verify=verify)
     accounts, problems = read_accounts(accounts_file, roster_addresses)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)
@@ -88,6 +93,8 @@ def sync(
         out.print_json(json.dumps(report_json(results, problems, dry_run=dry_run)))
     else:
         out.print(report_table(results, dry_run=dry_run))
+        for line in note_lines(results):
+            out.print(line, markup=False)
         for line in error_lines(results):
             err.print(line, markup=False)
     if stack_file is not None and not dry_run:
@@ -104,8 +111,9 @@ def sync(
 
 
 def differences(results) -> int:
-    """What a sync found to do: copies, flag updates, and mailboxes it could not bring in sync."""
-    return sum(r.total("copied") + r.total("flag_updates") + (0 if r.in_sync else 1) for r in results)
+    """What a sync found to do: copies, flag updates and repairs, and mailboxes it could not bring in sync."""
+    return sum(r.total("copied") + r.total("flag_updates") + r.total("flags_repaired") + (0 if r.in_sync else 1)
+               for r in results)
 
 
 class _RichProgress:

@@ -37,7 +37,7 @@ def read_password_file(path: Path) -> str:
 
 def _mailbox_check(accounts_file: Path, source: str | None, settings, target_host: str, address: str | None,
                    cafile: Path | None,
-                   include: list[str], exclude: list[str], renames: list[str]):
+                   include: list[str], exclude: list[str], renames: list[str], map_invalid: bool = False):
     """The mailbox comparison as a check: old server (``--source`` or the stack's) against imaps://TARGET:993.
 
     Every input problem (accounts file lines, the source URL, a rename) is
@@ -70,7 +70,7 @@ def _mailbox_check(accounts_file: Path, source: str | None, settings, target_hos
         problems.append(Problem(str(accounts_file), "no account rows"))
     if problems:
         raise InputError("verify", problems)
-    rules = FolderRules(tuple(include) or ("*",), tuple(exclude), tuple(parsed))
+    rules = FolderRules(tuple(include) or ("*",), tuple(exclude), tuple(parsed), map_invalid)
     target = Endpoint("imaps", target_host, 993, str(cafile) if cafile else None, address)
     return mailbox_check(accounts, endpoint, target, rules)
 
@@ -97,6 +97,7 @@ def verify(
     include: list[str] = IncludeOption,
     exclude: list[str] = ExcludeOption,
     renames: list[str] = typer.Option([], "--map", help="A folder rename the sync was given, OLD=NEW (repeatable)."),
+    map_invalid: bool = typer.Option(False, "--map-invalid", help="The sync was given --map-invalid."),
     record: bool = typer.Option(False, "--record", help="On success, write the evidence file of the stack."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -124,7 +125,7 @@ def verify(
         skipped = []
         if accounts_file:
             checks.append(_mailbox_check(accounts_file, source, settings, host_name, address, cafile,
-                                         include, exclude, renames))
+                                         include, exclude, renames, map_invalid))
         else:
             skipped.append({"check": MAILBOX_CHECK,
                             "reason": f"give --accounts FILE (or set {ACCOUNTS_ENV}), the sync's accounts CSV"})

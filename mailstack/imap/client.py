@@ -266,8 +266,12 @@ class ImapConnection:
         return await self._list(b"LIST")
 
     async def subscribed(self) -> set[str]:
-        """Names of subscribed folders (wire form)."""
-        return {folder.name for folder in await self._list(b"LSUB")}
+        """Names of subscribed folders (wire form).
+
+        An LSUB entry marked ``\\Noselect`` (or ``\\NonExistent``) is the parent of a
+        subscribed folder, not itself subscribed (RFC 3501, 6.3.9).
+        """
+        return {folder.name for folder in await self._list(b"LSUB") if folder.selectable}
 
     async def _list(self, verb: bytes) -> list[Folder]:
         """The folders of a LIST or LSUB answer; an entry that is not one (no name, a name too large) is skipped."""

@@ -54,6 +54,7 @@ class DovecotImap:
     users: list[User]
     separator: str = "/"
     prefix: str = ""
+    layout: str = "maildir++"  # or "fs": folders as nested directories, so a name may hold "." (LAYOUT=fs)
     root: Path | None = None
     imap_port: int = 143
     imaps_port: int = 993
@@ -165,7 +166,8 @@ class DovecotImap:
         self._write_users()
         self.conf.write_text(_CONFIG.format(
             name=f"mailstack-imap-{self.address}", root=self.root, address=self.address, uid=vmail.pw_uid,
-            separator=self.separator, prefix=self.prefix, imap=self.imap_port, imaps=self.imaps_port))
+            separator=self.separator, prefix=self.prefix, imap=self.imap_port, imaps=self.imaps_port,
+            layout=":LAYOUT=fs" if self.layout == "fs" else ""))
 
     def _write_users(self) -> None:
         lines = []
@@ -195,6 +197,8 @@ class DovecotImap:
                       unique: str) -> None:
         """Drop one message file into a folder's Maildir (run :meth:`resync` afterwards)."""
         path = self.maildir(user)
+        if self.layout != "maildir++":
+            raise ImapServerError("write_message writes Maildir++ folders only: fill a LAYOUT=fs server over IMAP")
         if folder.upper() != "INBOX":
             path = path / ("." + ".".join(utf7.encode(part) for part in folder.split("/")))
         letters = "".join(sorted(FLAG_LETTERS[f] for f in flags))
@@ -299,7 +303,9 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
                 flags = frozenset(f for f in match.group("flags").decode().split() if f != "\\Recent")
                 messages[(hashlib.sha256(body).hexdigest(), flags, internaldate_epoch(match.group("date").decode()))] += 1
         folders[_normal(name, prefix, separator)] = messages
-    subscribed = frozenset(_normal(name, prefix, separator) for name, _ in _folder_names(client, "lsub"))
+    # An LSUB entry marked \Noselect is a parent of a subscribed folder, not a subscription (RFC 3501, 6.3.9).
+    subscribed = frozenset(_normal(name, prefix, separator) for name, selectable in _folder_names(client, "lsub")
+                           if selectable)
     return Snapshot(folders, subscribed)
 
 
@@ -332,7 +338,7 @@ mail_uid = vmail
 mail_gid = vmail
 first_valid_uid = {uid}
 last_valid_uid = {uid}
-mail_location = maildir:{root}/mail/%u
+mail_location = maildir:{root}/mail/%u{layout}
 mail_plugins = $mail_plugins quota
 mail_max_userip_connections = 100
 

@@ -15,6 +15,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailstack.inputs import MAX_CELL_CHARS, file_problem
 from mailstack.problems import InputError, Problem
 
 COLUMNS = ("source_user", "source_password", "target_user", "target_password")
@@ -38,6 +39,9 @@ def read_accounts(path: Path, *, source_only: bool = False) -> tuple[list[Accoun
     A file that cannot be read at all (missing, wrong header) raises
     :class:`InputError`: no row can be trusted then.
     """
+    too_big = file_problem(path, "an accounts file")
+    if too_big:
+        raise InputError(f"accounts file {path}", [Problem(str(path), too_big)])
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -49,6 +53,17 @@ def read_accounts(path: Path, *, source_only: bool = False) -> tuple[list[Accoun
 def parse_accounts(text: str, source: str, *, source_only: bool = False) -> tuple[list[Account], list[Problem]]:
     """Parse accounts CSV text; see :func:`read_accounts`."""
     reader = csv.reader(text.splitlines())
+    try:
+        return _parse(reader, source, source_only)
+    except csv.Error as exc:
+        # A field past csv's own limit (128 KiB), say: what follows cannot be trusted. No cell is quoted (passwords).
+        reason = "a field is far too long" if "field limit" in str(exc) else str(exc)
+        raise InputError(f"accounts file {source}", [Problem(
+            f"{source}:{reader.line_num}", f"not valid CSV: {reason} (a field may hold at most {MAX_CELL_CHARS} "
+                                           f"characters)")]) from None
+
+
+def _parse(reader, source: str, source_only: bool) -> tuple[list[Account], list[Problem]]:
     header = next(reader, None)
     if header is None:
         raise InputError(f"accounts file {source}", [Problem(source, f"empty; the first line must be {','.join(COLUMNS)}")])
@@ -67,6 +82,10 @@ def parse_accounts(text: str, source: str, *, source_only: bool = False) -> tupl
         if len(row) != len(columns):
             hint = ": quote a password that holds a comma" if len(row) > len(columns) else ""
             problems.append(Problem(where, f"expected {len(columns)} fields, found {len(row)}{hint}"))
+            continue
+        too_long = next((n for n, cell in zip(columns, row) if len(cell) > MAX_CELL_CHARS), None)
+        if too_long:
+            problems.append(Problem(where, f"{too_long} is longer than {MAX_CELL_CHARS} characters"))
             continue
         row = row + ["", ""] if len(row) == 2 else row
         source_user, source_password, target_user, target_password = (row[0].strip(), row[1], row[2].strip(), row[3])

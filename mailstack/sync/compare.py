@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mailstack.imap import ImapConnection, ImapError, NoSuchFolder
-from mailstack.sync import plan
+from mailstack.sync import names, plan
 from mailstack.sync.accounts import Account
 from mailstack.imap.endpoint import Endpoint, login
 from mailstack.sync.plan import FolderRules
@@ -130,12 +130,13 @@ async def _count_folders(src: ImapConnection, tgt: ImapConnection, rules: Folder
     source_ns, target_ns = await src.namespace(), await tgt.namespace()
     target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
     counts = []
-    for folder in (f for f in await src.list_folders() if f.selectable):
-        planned = plan.plan_folder(folder.name, source_ns, target_ns, rules)
+    sources = [f.name for f in await src.list_folders() if f.selectable]
+    naming = names.naming_for(target_ns.delimiter)
+    for planned in plan.plan_folders(sources, source_ns, target_ns, rules, naming, target_folders):
         if planned.left_out:
             continue
         try:
-            source_messages = (await src.status(folder.name)).messages
+            source_messages = (await src.status(planned.source)).messages
         except NoSuchFolder:
             continue  # deleted on the old server since LIST
         if planned.target is None:

@@ -39,7 +39,7 @@ from mailstack.imap import (
 )
 from mailstack.imap.endpoint import Endpoint, login
 from mailstack.imap.wire import printable
-from mailstack.sync import plan
+from mailstack.sync import flagcheck, names, plan
 from mailstack.sync.accounts import Account
 from mailstack.sync.deadline import Deadline, before
 from mailstack.sync.plan import FolderPlan, FolderRules, FolderState
@@ -61,6 +61,7 @@ class SyncOptions:
     max_message_bytes: int = Limits.max_literal  # a larger message is reported, not copied
     deadline: float | None = None  # seconds for the whole run
     mailbox_deadline: float | None = 6 * 3600.0  # seconds for one mailbox; the next run goes on where it stopped
+    verify: bool = False  # compare every copied message's flags on both sides and repair the target's
 
     @property
     def limits(self) -> Limits:
@@ -77,11 +78,15 @@ class FolderResult:
     bytes: int = 0
     skipped: int = 0
     flag_updates: int = 0
+    flags_repaired: int = 0          # --verify: messages whose flags differed on the target (repaired unless dry run)
+    repairs: list[str] = field(default_factory=list)  # what --verify found and did, one line each
+    mapped_from: str = ""            # the refused name --map-invalid mapped to ``target``
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"folder": self.name, "target": self.target, "copied": self.copied, "bytes": self.bytes,
-                "skipped": self.skipped, "flag_updates": self.flag_updates, "errors": list(self.errors)}
+        return {"folder": self.name, "target": self.target, "mapped_from": self.mapped_from, "copied": self.copied,
+                "bytes": self.bytes, "skipped": self.skipped, "flag_updates": self.flag_updates,
+                "flags_repaired": self.flags_repaired, "repairs": list(self.repairs), "errors": list(self.errors)}
 
 
 @dataclass
@@ -108,14 +113,14 @@ class MailboxResult:
     @property
     def in_sync(self) -> bool:
         """No error, and (in a dry run) nothing left to copy or update."""
-        pending = self.dry_run and (self.total("copied") or self.total("flag_updates"))
+        pending = self.dry_run and (self.total("copied") or self.total("flag_updates") or self.total("flags_repaired"))
         return not self.errors and not pending
 
     def to_dict(self) -> dict:
         return {"source_user": self.source_user, "target_user": self.target_user, "in_sync": self.in_sync,
                 "dry_run": self.dry_run, "copied": self.total("copied"), "bytes": self.total("bytes"),
                 "skipped": self.total("skipped"), "flag_updates": self.total("flag_updates"),
-                "retries": self.retries, "errors": self.errors,
+                "flags_repaired": self.total("flags_repaired"), "retries": self.retries, "errors": self.errors,
                 "folders": [f.to_dict() for f in self.folders.values()]}
 
 
@@ -266,7 +271,9 @@ class _MailboxRun:
         source_subscribed = await src.subscribed()
         target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
         target_subscribed = await tgt.subscribed()
-        plans = [plan.plan_folder(f.name, source_ns, target_ns, self.options.rules) for f in source_folders]
+        naming = names.naming_for(target_ns.delimiter)
+        plans = plan.plan_folders([f.name for f in source_folders], source_ns, target_ns, self.options.rules, naming,
+                                  target_folders)
         for missing in self.options.rules.missing_explicit(p.name for p in plans):
             self.result.folder(missing).errors = ["no such folder on the source"]
         for folder in plans:
@@ -276,16 +283,26 @@ class _MailboxRun:
                 continue
             result = self.result.folder(folder.name)
             result.target = plan.normal_name(folder.target, target_ns)
+            result.mapped_from = folder.mapped_from
             result.errors = []
             exists = folder.target in target_folders
-            if not exists and not self.options.dry_run:
-                await tgt.create(folder.target)
-                target_folders.add(folder.target)
-                exists = True
-            if (exists and folder.source in source_subscribed and folder.target not in target_subscribed
-                    and not self.options.dry_run):
-                await tgt.subscribe(folder.target)
-                target_subscribed.add(folder.target)
+            try:
+                if not exists and not self.options.dry_run:
+                    await tgt.create(folder.target)
+                    target_folders.add(folder.target)
+                    exists = True
+                if (exists and folder.source in source_subscribed and folder.target not in target_subscribed
+                        and not self.options.dry_run):
+                    await tgt.subscribe(folder.target)
+                    target_subscribed.add(folder.target)
+            except OverQuota:
+                raise
+            except CommandFailed as exc:
+                # One folder the target refuses never stops the others.
+                renamed = plan.renamed(folder.name, self.options.rules.renames)
+                result.errors.append(f"the new server refused the folder {result.target!r} "
+                                     f"({exc.server_text or exc}): {names.remedy(folder.name, renamed, naming)}")
+                continue
             try:
                 await self.sync_folder(folder, result, exists)
             except NoSuchFolder as exc:
@@ -305,8 +322,9 @@ class _MailboxRun:
         state = plan.still_valid(loaded, source_status.uidvalidity, target_status.uidvalidity)
         if state is not loaded and not dry:
             self.state.reset(folder.source, state)
-        if plan.unchanged_since_last_run(state, source_status.uidvalidity, source_status.uidnext,
-                                         source_status.highestmodseq, self.since_epoch):
+        # --verify looks at every message, even in a folder unchanged on the source.
+        if not options.verify and plan.unchanged_since_last_run(
+                state, source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq, self.since_epoch):
             result.skipped = source_status.messages
             return
 
@@ -329,6 +347,8 @@ class _MailboxRun:
         result.skipped = max(0, len(listed) - len(new) - result.copied)
         if dry:
             result.copied, result.bytes, result.flag_updates = len(new), sum(m.size for m in new), len(changes)
+            if options.verify and target_exists:
+                await self.verify_flags(folder, state, listed, result)
             return
 
         self.progress.planned(self.account.source_user, len(new), sum(m.size for m in new))
@@ -338,10 +358,21 @@ class _MailboxRun:
             await tgt.store_flags(plan.group_by_flags(changes, state))
             self.state.record(folder.source, state, [(uid, state.synced[uid][0], flags) for uid, flags in changes.items()])
             result.flag_updates = len(changes)
+        if options.verify:
+            await self.verify_flags(folder, state, listed, result)
         if not result.errors:
             state.complete = (source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq,
                               self.since_epoch)
         self.state.save(folder.source, state)
+
+    async def verify_flags(self, folder: FolderPlan, state: FolderState, listed: list[Listed],
+                           result: FolderResult) -> None:
+        """--verify: the target's flags compared message by message and repaired (see :mod:`flagcheck`)."""
+        repaired, lines, errors = await flagcheck.verify_folder(self.tgt, folder.target, listed, state,
+                                                                dry_run=self.options.dry_run)
+        result.flags_repaired += repaired
+        result.repairs += lines
+        result.errors += errors
 
     async def recognise(self, folder: FolderPlan, state: FolderState, new: list[Listed],
                         listed: list[Listed]) -> set[int]:
@@ -359,9 +390,11 @@ class _MailboxRun:
             pairs = plan.match_copies(
                 {u: plan.fingerprint(by_uid[u], h) for u, h in source_headers.items()},
                 {u: plan.fingerprint(target_by_uid[u], h) for u, h in target_headers.items()})
-        if not self.options.dry_run:
-            # Recorded with the target's flags: a differing source flag is then carried as a flag change.
-            target_flags = {m.uid: m.flags for m in unknown}
+        # Recorded with the target's flags: a differing source flag is then carried as a flag change.
+        target_flags = {m.uid: m.flags for m in unknown}
+        if self.options.dry_run:  # in memory only, so the dry run counts those flag changes too
+            state.synced.update((s, (t, target_flags[t])) for s, t in pairs.items())
+        else:
             self.state.record(folder.source, state, [(s, t, target_flags[t]) for s, t in pairs.items()])
             state.target_seen = max([state.target_seen] + [m.uid for m in unknown])
             self.state.save(folder.source, state)

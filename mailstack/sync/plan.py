@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 from mailstack.imap import Listed, Message, Namespace, utf7
 from mailstack.imap.wire import parse_internaldate, uid_set
+from mailstack.sync import names
 
 
 # ---------------------------------------------------------------- folders
@@ -33,10 +34,11 @@ class FolderRules:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()
+    map_invalid: bool = False  # a name the target refuses is mapped (names.mapped) instead of reported
 
-    def missing_explicit(self, names: Iterable[str]) -> list[str]:
+    def missing_explicit(self, found: Iterable[str]) -> list[str]:
         """Include patterns without wildcards that name no folder: the user expects those folders."""
-        present = set(names)
+        present = set(found)
         return [p for p in self.include if not _has_wildcard(p) and p not in present]
 
 
@@ -64,6 +66,7 @@ class FolderPlan:
     name: str              # Unicode name without prefix, "/" between levels
     target: str | None     # wire name on the target; None when skipped
     reason: str = ""       # why skipped: a LeftOut, or a problem to report
+    mapped_from: str = ""  # the name the target refused, when --map-invalid mapped it (Unicode, "/")
 
     @property
     def left_out(self) -> bool:
@@ -98,20 +101,52 @@ def renamed(name: str, renames: Sequence[tuple[str, str]]) -> str:
     return name
 
 
-def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: FolderRules) -> FolderPlan:
-    """Where one source folder goes on the target, or why it is skipped."""
+def plan_folder(source: str, source_ns: Namespace, target_ns: Namespace, rules: FolderRules,
+                naming: names.TargetNaming | None = None, existing: frozenset[str] = frozenset()) -> FolderPlan:
+    """Where one source folder goes on the target, or why it is skipped.
+
+    ``naming`` holds the target's rules for names (:func:`names.naming_for`);
+    without it only its hierarchy separator is checked. A name in
+    ``existing`` (wire names the target lists) is taken as it is: the target
+    evidently holds it.
+    """
     name = normal_name(source, source_ns)
     if not any(fnmatch.fnmatchcase(name, p) for p in rules.include):
         return FolderPlan(source, name, None, LeftOut.NOT_INCLUDED)
     if any(fnmatch.fnmatchcase(name, p) for p in rules.exclude):
         return FolderPlan(source, name, None, LeftOut.EXCLUDED)
+    naming = naming or names.separator_only(target_ns.delimiter)
     new = renamed(name, rules.renames)
-    parts = new.split("/")
-    clash = [p for p in parts if target_ns.delimiter != "/" and target_ns.delimiter in p]
-    if clash:
-        return FolderPlan(source, name, None, f"the name part {clash[0]!r} contains the target's hierarchy "
-                                               f"separator {target_ns.delimiter!r}: rename it with --map")
-    return FolderPlan(source, name, wire_name(new, target_ns))
+    refused = names.problem(new.split("/"), naming)
+    if refused is None or wire_name(new, target_ns) in existing:
+        return FolderPlan(source, name, wire_name(new, target_ns))
+    automatic = names.mapped(new.split("/"), naming) if rules.map_invalid else None
+    if automatic is not None:
+        return FolderPlan(source, name, wire_name("/".join(automatic), target_ns), mapped_from=new)
+    return FolderPlan(source, name, None, f"{refused}: {names.remedy(name, new, naming)}")
+
+
+def plan_folders(sources: Iterable[str], source_ns: Namespace, target_ns: Namespace, rules: FolderRules,
+                 naming: names.TargetNaming | None = None, existing: Iterable[str] = ()) -> list[FolderPlan]:
+    """Every source folder planned; an automatic mapping that lands on another folder's target is refused.
+
+    Two folders an operator's ``--map`` sends to one target are merged on
+    purpose; a mapping made by ``--map-invalid`` never merges anything.
+    """
+    existing = frozenset(existing)
+    plans = [plan_folder(s, source_ns, target_ns, rules, naming, existing) for s in sources]
+    plain = {p.target for p in plans if p.target is not None and not p.mapped_from}
+    taken: set[str] = set()
+    out = []
+    for folder in plans:
+        if folder.mapped_from and (folder.target in plain or folder.target in taken):
+            folder = FolderPlan(folder.source, folder.name, None,
+                                f"--map-invalid would map it to {normal_name(folder.target, target_ns)!r}, which "
+                                f"another folder already takes: rename it with --map")
+        elif folder.mapped_from:
+            taken.add(folder.target)
+        out.append(folder)
+    return out
 
 
 def _has_wildcard(pattern: str) -> bool:

@@ -44,9 +44,26 @@ def report_table(results: Sequence[MailboxResult], *, dry_run: bool) -> Table:
         if r.retries:
             status += f" ({r.retries} reconnect{'s' if r.retries > 1 else ''})"
         table.add_row(r.source_user, r.target_user, str(r.total("copied")), f"{r.total('bytes') / 1e6:.1f}",
-                      str(r.total("skipped")), str(r.total("flag_updates")), status)
+                      str(r.total("skipped")), _flag_updates(r), status)
     return table
+
+
+def _flag_updates(result: MailboxResult) -> str:
+    repaired = result.total("flags_repaired")
+    return str(result.total("flag_updates")) + (f" (+{repaired} repaired)" if repaired else "")
 
 
 def error_lines(results: Sequence[MailboxResult]) -> list[str]:
     return [f"{r.source_user} -> {r.target_user}: {printable(e, None)}" for r in results for e in r.errors]
+
+
+def note_lines(results: Sequence[MailboxResult]) -> list[str]:
+    """Folders --map-invalid renamed, and what --verify found and repaired: one line each, with mailbox and folder."""
+    lines = []
+    for r in results:
+        for f in r.folders.values():
+            where = f"{r.source_user} -> {r.target_user}: {f.name}"
+            if f.mapped_from:
+                lines.append(f"{where}: the new server refuses {f.mapped_from!r}; mapped to {f.target!r} (--map-invalid)")
+            lines += [f"{where}: {line}" for line in f.repairs]
+    return lines

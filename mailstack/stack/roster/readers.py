@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from mailstack.inputs import file_problem, xlsx_problem
 from mailstack.problems import InputError, Problem
 from mailstack.stack.roster.columns import REQUIRED, SYNONYMS, unknown_column, field_of_header
 from mailstack.stack.roster.model import Mailbox, Roster
@@ -35,6 +36,9 @@ def read_table(path: Path) -> Table:
         if suffix not in _EXTENSIONS:
             hint = " (save it from Excel as .xlsx)" if suffix in (".xls", ".ods", ".numbers") else ""
             raise _Unreadable(f"unsupported file type '{path.suffix or '(none)'}'{hint}: use .csv, .yaml, .yml or .xlsx")
+        too_big = file_problem(path, "a roster") or (xlsx_problem(path) if suffix == ".xlsx" else None)
+        if too_big:
+            raise _Unreadable(too_big)
         if suffix == ".xlsx":
             return _read_xlsx(path, shown)
         text = _decode(_read_bytes(path), suffix)

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
+from mailstack.inputs import cell_problem
 from mailstack.problems import Problem
 from mailstack.stack.quota import parse_quota
 from mailstack.stack.roster.addresses import allowed_domains, domain_shown, parse_address
@@ -100,10 +101,36 @@ class CheckedRow:
         return f"CheckedRow({self.row.where!r}, {self.address!r})"
 
 
+def _bounded(row: Row) -> tuple[Row, list[str]]:
+    """The row without its cells that are too long to be a roster value, and one message for each."""
+    messages, bad = [], set()
+    for column, value in row.cells:
+        problem = next(filter(None, (cell_problem(column.field or column.header, text, formula_ok=True)
+                                     for text in ((value,) if isinstance(value, str) else value))), None)
+        if problem:
+            messages.append(problem)
+            bad.add(column.field)
+    if not bad:
+        return row, []
+    return Row(row.where, tuple(c for c in row.cells if c[0].field not in bad), row.unreadable | bad), messages
+
+
+def _formula_problems(checked: CheckedRow, quota_text: str) -> list[str]:
+    """Values otherwise valid that a spreadsheet would run as a formula (``+tag@...``, ``=HYPERLINK(...)``).
+
+    Checked on values that passed their own validation, so a bad address gets one message, not two.
+    The password is never written back as it is (hash_roster writes its hash): it may begin like a formula.
+    """
+    values = [("address", checked.address or ""), ("name", checked.name),
+              ("quota", quota_text if checked.quota is not None else "")]
+    values += [("alias", alias) for alias in checked.aliases]
+    return [p for p in (cell_problem(label, text) for label, text in values) if p]
+
+
 def _check_row(row: Row, rules: _Rules) -> tuple[CheckedRow, list[str]]:
     """Validate one row on its own; returns its values and one message per bad field."""
+    row, messages = _bounded(row)
     checked = CheckedRow(row)
-    messages: list[str] = []
 
     def required(field: str) -> str | None:
         if field in row.unreadable:
@@ -174,6 +201,7 @@ def _check_row(row: Row, rules: _Rules) -> tuple[CheckedRow, list[str]]:
         else:
             aliases.append(alias)
     checked.aliases = tuple(aliases)
+    messages += _formula_problems(checked, quota)
 
     password = row.get("password")
     if "password" in row.unreadable:

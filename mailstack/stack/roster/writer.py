@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import yaml
 
 from mailstack.files import write_private
+from mailstack.inputs import excel_safe
 from mailstack.problems import InputError, Problem
 from mailstack.stack.roster.readers import read_table
 from mailstack.stack.roster.rows import Cell, CheckedRow, is_blank, validate_rows
@@ -62,9 +63,9 @@ def _output_cells(checked: CheckedRow, hashed: str | None) -> dict[str, Cell]:
 def _render_csv(headers: dict[str, str], rows: list[dict[str, Cell]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(headers.values())
+    writer.writerow([excel_safe(header) for header in headers.values()])
     for cells in rows:
-        writer.writerow([_joined(cells.get(field, "")) for field in headers])
+        writer.writerow([excel_safe(_joined(cells.get(field, ""))) for field in headers])
     return out.getvalue()
 
 
