@@ -8,6 +8,7 @@ tested is what is deployed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,25 @@ A key rotation publishes the new key under a new selector first, then switches."
 
 DKIM_PORT = 8891
 """OpenDKIM's milter port, on a loopback address only."""
+
+FROM_MILTER_PORT = 8892
+"""The From check milter's port (templates/postfix/from-milter), on a loopback address only."""
+
+AUTH_POLICY_PORT = 8893
+"""Dovecot's authentication policy server's port (templates/dovecot/auth-policy), on a loopback address only."""
+
+QUOTA_STATUS_PORT = 8894
+"""Dovecot's quota-status service's port, on a loopback address only (asked by templates/postfix/quota-policy)."""
+
+GUARDS = {
+    # systemd unit: (script in templates/, what it guards)
+    "mailstack-from-milter": ("postfix/from-milter", "postfix@-"),
+    "mailstack-auth-policy": ("dovecot/auth-policy", "dovecot"),
+}
+"""The host's own small daemons, each started with (systemd ``Wants=``) the service it guards."""
+GUARD_DIR = "/usr/local/lib/mailstack"
+GUARD_SCRIPTS = ("postfix/from-milter", "postfix/quota-policy", "dovecot/auth-policy")
+"""The host's own scripts, installed in GUARD_DIR; quota-policy is run by Postfix itself (spawn)."""
 
 TLS_CIPHERS = ":".join((
     # Mozilla's "intermediate" TLS 1.2 suites without DHE: forward secret, AEAD only.
@@ -108,6 +128,11 @@ def passwd_line(mailbox: Mailbox, seed: str) -> str:
     return f"{mailbox.address}:{password_hash(mailbox, seed)}::::::{extra}"
 
 
+def _url_host(address: str) -> str:
+    """An address as the host part of ``host:port`` (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
 def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SELECTOR,
                  relay_password_parameter: str | None = None, placement: Placement = PRODUCTION) -> dict:
     """The values every host template is rendered with; ``placement`` moves a local run."""
@@ -143,6 +168,13 @@ def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SE
         "dkim_key_path": f"/etc/opendkim/keys/{dkim_selector}.private",
         "dkim_socket": f"inet:{DKIM_PORT}@{loopback}",
         "dkim_milter": f"inet:{loopback}:{DKIM_PORT}",
+        "from_milter_socket": f"inet:{FROM_MILTER_PORT}@{loopback}",
+        "from_milter": f"inet:{loopback}:{FROM_MILTER_PORT}",
+        "auth_policy_listen": f"{_url_host(loopback)}:{AUTH_POLICY_PORT}",
+        "quota_status": f"{_url_host(loopback)}:{QUOTA_STATUS_PORT}",
+        "quota_status_address": loopback,
+        "quota_status_port": QUOTA_STATUS_PORT,
+        "guard_dir": root + GUARD_DIR,
         "relay": relay,
         "relayhost": relayhost,
         "relay_password_parameter": relay_password_parameter,
@@ -166,6 +198,8 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
     """
     ctx = host_context(settings, dkim=dkim_private_key is not None, dkim_selector=dkim_selector,
                        relay_password_parameter=relay_password_parameter, placement=placement)
+    # Dovecot insists on a hash nonce for its policy requests; no password hash is sent, but keep it unguessable.
+    ctx["auth_policy_nonce"] = hmac.new(password_seed.encode(), b"dovecot auth policy nonce", hashlib.sha256).hexdigest()
     aliases = sorted((alias, box.address) for box in roster for alias in box.aliases)
     # Who may send as which address on 587/465: each mailbox as itself and as its aliases.
     logins = sorted([(box.address, box.address) for box in roster] + aliases)
@@ -197,6 +231,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         "/etc/apt/apt.conf.d/20auto-upgrades": HostFile(render("apt/20auto-upgrades.j2", **ctx)),
         "/etc/apt/apt.conf.d/52mailstack-unattended-upgrades": HostFile(render("apt/52mailstack-unattended-upgrades.j2", **ctx)),
     }
+    files.update(guard_files(ctx))
     if dkim_private_key is not None:
         files["/etc/opendkim.conf"] = HostFile(render("opendkim/opendkim.conf.j2", **ctx))
         files["/etc/default/opendkim"] = HostFile(render("opendkim/default.j2", **ctx))
@@ -205,6 +240,17 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         files["/etc/nginx/conf.d/mailstack.conf"] = HostFile(render("nginx/mailstack.conf.j2", **ctx))
         files["/var/www/mailstack/.well-known/mta-sts.txt"] = HostFile(records.mta_sts_policy(settings))
         files["/var/www/mailstack/mail/config-v1.1.xml"] = HostFile(render("nginx/config-v1.1.xml.j2", **ctx))
+    return files
+
+
+def guard_files(ctx: dict) -> dict[str, HostFile]:
+    """The From check milter and the authentication policy server: scripts, units, and the drop-ins that start them."""
+    files = {f"{GUARD_DIR}/{script.split('/')[1]}": HostFile((TEMPLATES / script).read_text(), "0755")
+             for script in GUARD_SCRIPTS}
+    for unit, (script, guarded) in GUARDS.items():
+        files[f"/etc/systemd/system/{unit}.service"] = HostFile(render(f"{script.split('/')[0]}/{unit}.service.j2", **ctx))
+        files[f"/etc/systemd/system/{guarded}.service.d/{unit}.conf"] = HostFile(
+            f"# Rendered by mailstack: {guarded} starts {unit} with it.\n[Unit]\nWants={unit}.service\nAfter={unit}.service\n")
     return files
 
 

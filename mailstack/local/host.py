@@ -17,6 +17,7 @@ import importlib.machinery
 import importlib.util
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from mailstack.host import files as hostfiles
-from mailstack.host.files import DKIM_PORT, Placement
+from mailstack.host.files import AUTH_POLICY_PORT, DKIM_PORT, FROM_MILTER_PORT, GUARDS, QUOTA_STATUS_PORT, Placement
 from mailstack.local import loopback
 from mailstack.local.loopback import LoopbackAddress
 from mailstack.local.system import MachineNotReady, ensure_vmail_user
@@ -46,9 +47,12 @@ REQUIRED_PROGRAMS = (
     ("/usr/lib/dovecot/pop3", "dovecot-pop3d"),
     ("/usr/lib/dovecot/lmtp", "dovecot-lmtpd"),
     ("/usr/sbin/opendkim", "opendkim"),
+    ("/usr/lib/python3/dist-packages/Milter/__init__.py", "python3-milter"),
     ("/usr/bin/openssl", "openssl"),
     ("/usr/sbin/ip", "iproute2"),
 )
+# Every port a local run listens on besides the mail ports: OpenDKIM, the From check milter, the auth policy, quota-status.
+HELPER_PORTS = (DKIM_PORT, FROM_MILTER_PORT, AUTH_POLICY_PORT, QUOTA_STATUS_PORT)
 START_TIMEOUT = 20.0
 # Local roots live here, not in /tmp: OpenDKIM refuses a key below a directory others can write to.
 LOCAL_BASE = Path("/run/mailstack-local")
@@ -126,13 +130,14 @@ class LocalHost:
         # SIGTERM to each master is what `postfix stop` and `doveadm stop` send; it also works
         # when a start failed half-way and a config does not parse.
         pids = [self._pid(relative) for relative in
-                ("var/spool/postfix/pid/master.pid", "run/dovecot/master.pid", "run/opendkim/opendkim.pid")]
+                ("var/spool/postfix/pid/master.pid", "run/dovecot/master.pid", "run/opendkim/opendkim.pid",
+                 *(f"run/mailstack/{unit}.pid" for unit in GUARDS))]
         _terminate([pid for pid in pids if pid])
         # Children may hold a listening socket a moment longer than their master.
         deadline = time.monotonic() + 10
-        while _busy_port(self.address, [*PORTS.values(), DKIM_PORT]) and time.monotonic() < deadline:
+        while _busy_port(self.address, [*PORTS.values(), *HELPER_PORTS]) and time.monotonic() < deadline:
             time.sleep(0.1)
-        busy = _busy_port(self.address, [*PORTS.values(), DKIM_PORT])
+        busy = _busy_port(self.address, [*PORTS.values(), *HELPER_PORTS])
         if busy:
             problems.append(f"port {busy} on {self.address} is still in use after stopping")
         if remove:
@@ -270,6 +275,28 @@ def _lay_out(root: Path, host: str, address: str, files: dict[str, hostfiles.Hos
     (live / "privkey.pem").chmod(0o600)
 
 
+def exec_start(unit_text: str) -> list[str]:
+    """The command of a systemd unit's ``ExecStart=`` line, split as systemd would (no specifiers are used)."""
+    for line in unit_text.splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.removeprefix("ExecStart="))
+    raise LocalHostError("the unit has no ExecStart= line")
+
+
+def _start_guards(local: LocalHost) -> None:
+    """Start the host's own daemons (the From check milter, the auth policy) with their units' own command lines.
+
+    On the host systemd runs them as a dynamic user; here they run as nobody, logging to the log directory.
+    """
+    (local.root / "run/mailstack").mkdir(parents=True, exist_ok=True)
+    for unit in GUARDS:
+        command = exec_start((local.root / f"etc/systemd/system/{unit}.service").read_text())
+        with open(local.log_dir / f"{unit}.log", "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user="nobody",
+                                       group="nogroup", start_new_session=True)
+        (local.root / f"run/mailstack/{unit}.pid").write_text(f"{process.pid}\n")
+
+
 def new_dkim_key() -> str:
     """A fresh 2048-bit RSA DKIM signing key (PEM), as the Pulumi program's key would be."""
     result = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
@@ -298,7 +325,7 @@ def start(settings: Settings, roster: Roster, *, address: str, password_seed: st
     root.chmod(0o755)
     local = LocalHost(root, address, loopback_address.added, settings.host.name)
     try:
-        busy = _busy_port(address, [*PORTS.values(), DKIM_PORT])
+        busy = _busy_port(address, [*PORTS.values(), *HELPER_PORTS])
         if busy:
             raise LocalHostError(f"port {busy} on {address} is already in use (another mail server?): "
                                  f"see ss -ltnp 'sport = :{busy}'")
@@ -308,9 +335,10 @@ def start(settings: Settings, roster: Roster, *, address: str, password_seed: st
         _lay_out(root, settings.host.name, address, files)
         _run(["postfix", "-c", str(local.postfix_dir), "set-permissions"], "postfix set-permissions")
         _run(["opendkim", "-x", str(root / "etc/opendkim.conf")], "starting OpenDKIM")
+        _start_guards(local)
         _run(["dovecot", "-c", str(local.dovecot_conf)], "starting Dovecot")
         _run(["postfix", "-c", str(local.postfix_dir), "start"], "starting Postfix")
-        closed = _wait_for_ports(address, [*PORTS.values(), DKIM_PORT], START_TIMEOUT)
+        closed = _wait_for_ports(address, [*PORTS.values(), *HELPER_PORTS], START_TIMEOUT)
         if closed:
             raise LocalHostError(f"ports {', '.join(map(str, closed))} on {address} did not open")
     except BaseException as exc:

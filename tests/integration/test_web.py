@@ -112,3 +112,20 @@ def test_the_mta_sts_policy_is_served_over_tls_1_2_or_newer_for_its_name(nginx):
     assert policy == files["/var/www/mailstack/.well-known/mta-sts.txt"].content and "mode: testing" in policy
     assert connection.sock.version() in ("TLSv1.2", "TLSv1.3")
     assert get(connection, name, "/anything-else").status == 404
+
+
+def test_port_80_redirects_to_a_name_of_its_own_never_the_requests_host_header(nginx):
+    settings, _, _ = nginx
+    for host in ("evil.example.net", settings.host.name, f"autoconfig.{settings.primary_domain}"):
+        moved = get(http.client.HTTPConnection(ADDRESS, 80, timeout=5), host, "/anything?x=1")
+        location = moved.getheader("Location")
+        assert moved.status == 301 and "evil" not in location, location
+        expected = host if host != "evil.example.net" else settings.host.name
+        assert location == f"https://{expected}/anything?x=1"
+
+
+def test_nginx_does_not_show_its_version(nginx):
+    settings, _, _ = nginx
+    response = get(http.client.HTTPConnection(ADDRESS, 80, timeout=5), settings.host.name, "/")
+    body = response.read().decode()
+    assert response.getheader("Server") == "nginx" and "nginx/" not in body

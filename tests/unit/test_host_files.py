@@ -37,7 +37,9 @@ def render(tmp_path, placement=hostfiles.PRODUCTION, dkim_private_key=None, **ov
 def test_no_dkim_files_are_rendered_without_a_dkim_key(tmp_path):
     files = render(tmp_path)
     assert not [path for path in files if "dkim" in path]
-    assert "milters" not in files["/etc/postfix/main.cf"].content + files["/etc/postfix/master.cf"].content
+    postfix = files["/etc/postfix/main.cf"].content + files["/etc/postfix/master.cf"].content
+    # The From check milter runs with or without DKIM; OpenDKIM's milter is not referenced.
+    assert f":{hostfiles.DKIM_PORT}" not in postfix and "non_smtpd_milters" not in postfix
 
 
 def test_dkim_key_is_readable_by_opendkim_only(tmp_path, dkim_key):
@@ -85,7 +87,9 @@ def test_production_placement_uses_the_hosts_own_paths_and_every_interface(tmp_p
 
 # Settings a local run may change (see hostfiles.Placement); every other line must be the production one.
 LOCAL_ONLY = re.compile(r"^\s*(#|inet_interfaces|inet_protocols|maillog_file|maillog_file_prefixes|relayhost"
-                        r"|listen|instance_name|log_path|Socket|  -o smtpd_milters|non_smtpd_milters)")
+                        r"|listen|instance_name|log_path|Socket|  -o smtpd_milters|non_smtpd_milters"
+                        # the loopback address of the From check milter, the quota policy and the auth policy
+                        r"|mua_milters|  user=nobody argv=|    address = |auth_policy_server_url)")
 
 
 @pytest.mark.parametrize("path", ["/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/dovecot/dovecot.conf",
