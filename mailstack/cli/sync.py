@@ -55,12 +55,17 @@ def sync(
     max_age: Optional[int] = typer.Option(None, "--max-age", min=1, help="Only messages of the last N days."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Where per-mailbox sync state is kept "
                                                              "[default: $XDG_STATE_HOME/mailstack/sync]."),
+    reverse: bool = typer.Option(False, "--reverse", help="After a rollback: copy what reached the new host (the "
+                                                          "target) back to the old server (the source), with the "
+                                                          "same accounts file."),
 ) -> None:
     """Copy every mailbox from the old server to the new one; run again to copy only what changed.
 
     Folders (with subscriptions), messages byte for byte, flags and dates are
     copied; a message already copied is never copied twice, and flag changes
     made on the old server are carried over. Nothing is deleted on either side.
+    With --reverse the new host is read and the old server written: the mail
+    delivered to the new host during a cutover goes back after a rollback.
     """
     from mailstack.sync.engine import SyncOptions, run_sync
     from mailstack.sync.plan import since_day
@@ -76,6 +81,10 @@ def sync(
     accounts, problems = read_accounts(accounts_file, roster_addresses)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)
+    if reverse:
+        from mailstack.sync.reverse import reversed_accounts
+
+        accounts, source_server, target_server = reversed_accounts(accounts), target_server, source_server
     with _progress(enabled=not as_json) as progress:
         results = run_sync(accounts, source_server, target_server, options, progress)
     if as_json:
@@ -85,12 +94,7 @@ def sync(
         for line in error_lines(results):
             err.print(line, markup=False)
     if stack_file is not None and not dry_run:
-        from datetime import datetime, timezone
-
-        from mailstack.migration.evidence import FinalSync
-
-        record_evidence(stack_file, final_sync=FinalSync(at=datetime.now(timezone.utc),
-                                                 differences=differences(results) + len(problems)))
+        _record(stack_file, results, problems, reverse=reverse, partial=partial_scope(include, since, max_age))
     if problems:
         raise typer.Exit(EXIT_PROBLEMS)
     if not all(r.in_sync for r in results):
@@ -99,7 +103,37 @@ def sync(
 
 def differences(results) -> int:
     """What a sync found to do: copies, flag updates, and mailboxes it could not bring in sync."""
-    return sum(r.total("copied") + r.total("flag_updates") + (0 if r.in_sync else 1) for r in results)
+    return sum(mailbox_differences(r) for r in results)
+
+
+def mailbox_differences(result) -> int:
+    """What a sync found to do in one mailbox (1 more when it did not end in sync)."""
+    return result.total("copied") + result.total("flag_updates") + (0 if result.in_sync else 1)
+
+
+def partial_scope(include: list[str], since: Optional[str], max_age: Optional[int]) -> str | None:
+    """Why a run does not cover whole mailboxes (a final sync must), or None."""
+    left_out = [f"--include {' '.join(include)}"] if include and include != ["*"] else []
+    left_out += [f"--since {since}"] if since else []
+    left_out += [f"--max-age {max_age}"] if max_age else []
+    return ", ".join(left_out) or None
+
+
+def _record(stack_file, results, problems, *, reverse: bool, partial: str | None) -> None:
+    """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time."""
+    from datetime import datetime, timezone
+
+    from mailstack.migration.evidence import FinalSync, MailboxSync
+
+    now = datetime.now(timezone.utc)
+    covered = {(r.source_user if reverse else r.target_user).lower():
+               MailboxSync(at=now, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
+               for r in results}
+    if reverse:
+        record_evidence(stack_file, reverse_synced=covered)
+    else:
+        record_evidence(stack_file, synced=covered,
+                        final_sync=FinalSync(at=now, differences=differences(results) + len(problems)))
 
 
 class _RichProgress:
