@@ -165,6 +165,7 @@ def test_verify_against_a_closed_port_reports_errors_never_ok():
     assert [name for name, r in results.items() if r["status"] == "ok"] == []
     assert "Connection refused" in results["TLS 1.2 minimum"]["detail"]
     assert results["port 993"]["status"] == "error"
+    assert results["auth before starttls"]["detail"].startswith("could not run: ConnectionRefusedError")
 
 
 def test_the_tls_floor_states_what_each_port_answered(world):

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from mailstack.host.records import Record
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.imapserver import DovecotImap, User
 from tests.conftest import PROJECT, require_imap_servers, require_tool
+from tests.integration.test_mailbox_checks import message
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +61,6 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     with old, new, AuthoritativeDns(NS, ["example.com"]) as dns:
         yield old, new, dns, project
-
-
-def message(n: int) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = "sender@example.org"
-    mail["To"] = "alice@example.com"
-    mail["Subject"] = f"message {n}"
-    mail["Message-ID"] = f"<{n}@example.org>"
-    mail.set_content(f"body {n}\n")
-    return mail.as_bytes().replace(b"\n", b"\r\n")
 
 
 def fill(server: DovecotImap, user: str, numbers: range, *, arrived: float = T0) -> None:

@@ -6,7 +6,6 @@ import poplib
 import smtplib
 import socket
 import ssl
-from email.message import EmailMessage
 
 import pytest
 
@@ -20,6 +19,7 @@ from mailstack.sync.accounts import Account
 from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.pop3uidl import carry_all
 from tests.conftest import require_imap_servers, require_root_and_packages, stack_values
+from tests.integration.test_sync import message
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +44,6 @@ def servers(tmp_path):
                       pop3_uidl_format="%f")  # file-name UIDLs, as qmail and Courier servers give
     with old, local.running(settings, roster, address=NEW, password_seed=SEED) as new:
         yield old, new
-
-
-def message(n: int, *, message_id: bool = True) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = f"sender{n}@example.org"
-    mail["To"] = POP_USER
-    mail["Subject"] = f"message {n}"
-    mail["Date"] = "Tue, 14 Nov 2023 22:13:20 +0000"
-    if message_id:
-        mail["Message-ID"] = f"<{n}@example.org>"
-    mail.set_content(f"body {n}\n")
-    return mail.as_bytes().replace(b"\n", b"\r\n")
 
 
 def fill_old(old: DovecotImap, user: str, count: int) -> None:
