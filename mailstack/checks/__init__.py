@@ -84,7 +84,7 @@ def run_checks(checks: Iterable[Check], target: Target, *, jobs: int = 8) -> lis
             return list(check(target))
         except Exception as exc:  # a check must never stop the others
             name = getattr(check, "__name__", "check").replace("_", " ")
-            return [error(name, f"{type(exc).__name__}: {exc}", remedy_for(exc))]
+            return [error(name, f"could not run: {type(exc).__name__}: {exc}", remedy_for(exc))]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return [result for results in pool.map(guarded, list(checks)) for result in results]

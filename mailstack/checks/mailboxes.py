@@ -27,7 +27,8 @@ def judge_mailboxes(comparisons: Sequence[MailboxComparison]) -> Result:
         folders = sum(len(c.folders) for c in comparisons)
         messages = sum(c.messages for c in comparisons)
         return ok(CHECK, f"{len(comparisons)} mailboxes, {folders} folders, {messages} messages match",
-                  mailboxes=len(comparisons), folders=folders, messages=messages)
+                  mailboxes=len(comparisons), folders=folders, messages=messages,
+                  addresses=sorted({c.target_user.lower() for c in comparisons}))
     total = sum(len(c.differences) for c in differing)
     lines, shown = [], 0
     for comparison in differing:

@@ -133,11 +133,12 @@ def _old_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _old_tls_accepted(target: Target, port: int) -> bool:
+def _old_tls_probe(target: Target, port: int) -> tuple[bool | None, str]:
+    """Offer only TLS 1.0/1.1 on ``port``: (True accepted, False refused, None could not probe) and what was seen."""
     try:
         raw = _connect(target, port)
-    except OSError:
-        return False  # a closed port accepts nothing; the ports check reports it
+    except OSError as exc:
+        return None, f"{port}: no connection ({exc})"
     try:
         if port == 587:
             smtp = raw.makefile("rwb")
@@ -148,23 +149,36 @@ def _old_tls_accepted(target: Target, port: int) -> bool:
                 pass
             smtp.write(b"STARTTLS\r\n")
             smtp.flush()
-            if not smtp.readline().startswith(b"220"):
-                return False
-        with _old_tls_context().wrap_socket(raw, server_hostname=target.host):
-            return True
-    except (ssl.SSLError, OSError):
-        return False
+            reply = smtp.readline()
+            if not reply.startswith(b"220"):
+                return None, f"{port}: STARTTLS not offered ({reply.decode(errors='replace').strip() or 'no reply'})"
+        with _old_tls_context().wrap_socket(raw, server_hostname=target.host) as tls:
+            return True, f"{port}: {tls.version()} accepted"
+    except ssl.SSLError as exc:
+        return False, f"{port}: refused ({exc.reason or exc})"
+    except TimeoutError:
+        return None, f"{port}: no answer within {TIMEOUT:.0f} s"
+    except OSError as exc:
+        # A server that drops the connection at the old ClientHello refuses it too; one that never spoke did not.
+        return False, f"{port}: connection closed at the TLS 1.0/1.1 handshake ({exc})"
     finally:
         raw.close()
 
 
 def tls_floor(target: Target) -> list[Result]:
-    """TLS 1.0 and 1.1 are refused on every TLS port."""
-    accepted = [port for port in (465, 587, 993, 995) if _old_tls_accepted(target, port)]
+    """TLS 1.0 and 1.1 are refused on every TLS port; a port that could not be probed is an error, never a pass."""
+    probes = {port: _old_tls_probe(target, port) for port in (465, 587, 993, 995)}
+    seen = "; ".join(detail for _, detail in probes.values())
+    accepted = [port for port, (verdict, _) in probes.items() if verdict is True]
+    unprobed = [port for port, (verdict, _) in probes.items() if verdict is None]
     if accepted:
-        return [error("TLS 1.2 minimum", f"TLS 1.0/1.1 accepted on port {', '.join(map(str, accepted))}",
+        return [error("TLS 1.2 minimum", f"TLS 1.0/1.1 accepted on port {', '.join(map(str, accepted))}: {seen}",
                       "set smtpd_tls_protocols / smtpd_tls_mandatory_protocols = >=TLSv1.2 and ssl_min_protocol = TLSv1.2")]
-    return [ok("TLS 1.2 minimum", "TLS 1.0 and 1.1 refused on 465, 587, 993, 995")]
+    if unprobed:
+        return [error("TLS 1.2 minimum", f"could not probe port {', '.join(map(str, unprobed))}: {seen}",
+                      "the host did not answer there: check its address, the security group and that postfix and "
+                      "dovecot run (see the port checks), then verify again")]
+    return [ok("TLS 1.2 minimum", f"TLS 1.0 and 1.1 refused: {seen}")]
 
 
 def auth_before_starttls(target: Target) -> list[Result]:

@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mailstack.cli.common import EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, fail, out
+from mailstack.cli.common import (
+    EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, default_state_dir, fail, imap_endpoint, load_stack, out,
+)
 from mailstack.problems import InputError
 
 
@@ -17,14 +19,14 @@ def register(app: typer.Typer) -> None:
     command(app, "status", status)
 
 
-def _old_server_logins(path: Path) -> list[tuple[str, str]]:
-    """The old-server logins of the sync's accounts file (its source-only form is accepted)."""
+def _read_accounts(path: Path):
+    """The sync's accounts file (its source-only form is accepted: then no mailbox is recorded as watched)."""
     from mailstack.sync.accounts import read_accounts
 
     accounts, problems = read_accounts(path, source_only=True)
     if problems:
         raise InputError(f"accounts file {path}", problems)
-    return [(a.source_user, a.source_password) for a in accounts]
+    return accounts
 
 
 def status(
@@ -33,36 +35,57 @@ def status(
     resolver: list[str] = typer.Option([], "--resolver", help="A resolver to ask too (IP[:PORT]); repeatable."),
     accounts: Optional[Path] = typer.Option(None, help="The sync's accounts CSV (its source columns: the old-server "
                                                        "logins) to look for new mail."),
-    cafile: Optional[Path] = typer.Option(None, help="CA certificate(s) for the old server's TLS."),
+    cafile: Optional[Path] = typer.Option(None, help="CA certificate(s) for the old server's TLS (and the new "
+                                                     "host's, after a rollback)."),
+    new_host: Optional[str] = typer.Option(None, "--new-host", help="After a rollback, where to count the mail "
+                                                                    "waiting on the new host: imap[s]://HOST[:PORT] "
+                                                                    "[default: imaps://<host.name>:993]."),
     record: bool = typer.Option(False, "--record", help="Fold what was seen into the evidence file."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Where the migration stands: MX propagation, mail still reaching the old server, the overlap clock."""
+    """Where the migration stands: MX propagation, mail still reaching the old server, the overlap clock, and after
+    a rollback the mail waiting on the new host."""
     from mailstack.migration.evidence import evidence_path, load_evidence, save_evidence
-    from mailstack.stack.settings import load_stack_file
     from mailstack.migration.status import assess, authoritative_answers, now_utc, old_server_activity, resolver_answers
 
+    stack_file, roster = load_stack(stack)
+    settings = stack_file.settings
     try:
-        stack_file = load_stack_file(stack)
-        settings = stack_file.settings
         path = evidence_path(stack_file.project_dir, stack)
         evidence = load_evidence(path)
-        logins = _old_server_logins(accounts) if accounts else []
+        account_rows = _read_accounts(accounts) if accounts else []
     except InputError as exc:
         fail(exc)
     now = now_utc()
     answers = [a for d in settings.domains for a in authoritative_answers(settings.zone, d, dns_server)]
     answers += [a for d in settings.domains for a in resolver_answers(d, resolver)]
     since = evidence.new_mx_first_seen_at if evidence and evidence.new_mx_first_seen_at else None
+    logins = [(a.source_user, a.source_password, a.target_user) for a in account_rows]
     activity = old_server_activity(settings.old_server.imap, logins, since, str(cafile) if cafile else None) if since and logins else []
-    report = assess(settings, evidence, answers, activity, now)
+    report = assess(settings, evidence, answers, activity, now, roster=[m.address for m in roster])
+    waiting = _waiting_on_new_host(settings, account_rows, report, new_host, cafile)
     if record:
         save_evidence(path, report.evidence)
-    _print_status(out, stack, report, as_json, recorded=path if record else None)
-    raise typer.Exit(0 if all(not a.error for a in answers) and all(not a.error for a in activity) else EXIT_PROBLEMS)
+    _print_status(out, stack, report, as_json, recorded=path if record else None, waiting=waiting)
+    failed = [a for a in answers if a.error] + [a for a in activity if a.error] + [w for w in waiting if w.errors]
+    raise typer.Exit(EXIT_PROBLEMS if failed else 0)
 
 
-def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None) -> None:
+def _waiting_on_new_host(settings, account_rows, report, new_host: Optional[str], cafile: Optional[Path]) -> list:
+    """After a rollback, per mailbox not yet copied back: what a reverse sync would copy (a dry run)."""
+    from mailstack.sync.engine import SyncOptions
+    from mailstack.sync.reverse import waiting_on_new_host
+
+    pending = set(report.reverse_sync_pending)
+    rows = [a for a in account_rows if a.target_user and a.target_password and a.target_user.lower() in pending]
+    if not rows:
+        return []
+    new = imap_endpoint(new_host or f"imaps://{settings.host.name}:993", cafile, "--new-host")
+    old = settings.old_server.imap.trusting(str(cafile) if cafile else None)
+    return waiting_on_new_host(rows, old, new, SyncOptions(state_dir=default_state_dir()))
+
+
+def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None, waiting: list) -> None:
     data = {
         "phase": report.phase,
         "propagation": report.propagation,
@@ -73,6 +96,10 @@ def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None)
         "decommission_allowed": report.decommission.allowed,
         "decommission_blocked_by": list(report.decommission.reasons),
         "notes": report.notes,
+        "rollback": report.evidence.rollback.model_dump(mode="json") if report.evidence.rollback else None,
+        "reverse_sync_pending": report.reverse_sync_pending,
+        "waiting_on_new_host": [{"mailbox": w.source_user, "messages": w.total("copied"), "bytes": w.total("bytes"),
+                                 "flag_updates": w.total("flag_updates"), "errors": w.errors} for w in waiting],
     }
     if as_json:
         out.print_json(json.dumps(data, default=str))
@@ -90,6 +117,17 @@ def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None)
         out.print(f"overlap: {data['overlap_days_left']} days left")
     if report.final_sync_needed:
         out.print("a final sync is needed: mail reached the old server after the last sync")
+    if report.reverse_sync_pending:
+        rollback = report.evidence.rollback
+        out.print(f"rollback at {rollback.at:%Y-%m-%d %H:%M} UTC: mail that reached the new host since the cutover "
+                  f"({rollback.cutover_at:%Y-%m-%d %H:%M} UTC) is not copied back for "
+                  f"{len(report.reverse_sync_pending)} mailbox(es): run mailstack sync -s {stack} --reverse "
+                  "--accounts FILE", markup=False)
+    for w in waiting:
+        seen = "; ".join(w.errors) if w.errors else (
+            f"{w.total('copied')} messages ({w.total('bytes')} bytes) and {w.total('flag_updates')} flag changes "
+            "waiting to be copied back" if w.total("copied") or w.total("flag_updates") else "nothing waiting")
+        out.print(f"new host, {w.source_user}: {seen}", markup=False)
     verdict = "allowed" if report.decommission.allowed else "not yet: " + "; ".join(report.decommission.reasons)
     out.print(f"decommission: {verdict}", markup=False)
     for note in report.notes:

@@ -25,17 +25,47 @@ def register(app: typer.Typer) -> None:
 
 
 def endpoints(stack: Optional[str], source: Optional[str], target: Optional[str], cafile: Optional[Path]):
-    """(source, target, roster addresses or None, stack file or None): from the flags, else from the stack."""
-    roster_addresses = stack_file = None
+    """(source, target, roster {address: protocol} or None, stack file or None): from the flags, else the stack."""
+    roster_protocols = stack_file = None
     if stack:
         stack_file, roster = load_stack(stack)
         settings = stack_file.settings
         source = source or str(settings.old_server.imap)
         target = target or f"imaps://{settings.host.name}:993"
-        roster_addresses = {m.address.lower() for m in roster}
+        roster_protocols = {m.address.lower(): m.protocol for m in roster}
     if not source or not target:
         raise typer.BadParameter("give --source and --target, or -s ENV", param_hint="--source/--target")
-    return imap_endpoint(source, cafile, "--source"), imap_endpoint(target, cafile, "--target"), roster_addresses, stack_file
+    return imap_endpoint(source, cafile, "--source"), imap_endpoint(target, cafile, "--target"), roster_protocols, stack_file
+
+
+def pop3_plan(choice: str, pop3: Optional[str], stack_file, roster_protocols, cafile: Optional[Path]):
+    """(old server's POP3 endpoint or None, which target addresses get their UIDLs carried: a set, or None for all).
+
+    ``pop`` (the default) means the roster's POP users with -s, and every
+    account without a stack when --pop3 is given; ``all`` every account;
+    ``none`` no one. POP users and no POP3 endpoint is a usage error: their
+    clients would download everything again.
+    """
+    from mailstack.imap.endpoint import POP_SCHEMES, parse_endpoint
+
+    if choice == "none":
+        return None, set()
+    url = pop3 or (str(stack_file.settings.old_server.pop) if stack_file and stack_file.settings.old_server.pop else None)
+    wanted = None
+    if choice == "pop" and roster_protocols is not None:
+        wanted = {address for address, protocol in roster_protocols.items() if protocol == "pop"}
+    if url is None:
+        if choice == "all" or wanted:
+            count = "every account" if choice == "all" else f"{len(wanted)} roster mailbox(es) use POP"
+            raise typer.BadParameter(f"{count}: give the old server's POP3 endpoint (pop3s://HOST[:PORT]) or set "
+                                     "mailstack:old_server.pop, so that their UIDLs are kept; or --pop3-uidls none",
+                                     param_hint="--pop3")
+        return None, set()
+    try:
+        endpoint = parse_endpoint(url, POP_SCHEMES).trusting(str(cafile) if cafile else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pop3") from None
+    return endpoint, wanted
 
 
 def sync(
@@ -63,18 +93,33 @@ def sync(
     max_message_size: int = MaxMessageOption,
     deadline: Optional[str] = DeadlineOption,
     mailbox_deadline: str = MailboxDeadlineOption,
+    pop3: Optional[str] = typer.Option(None, "--pop3", help="Old server's POP3, pop3[s]://HOST[:PORT], to keep POP "
+                                                             "users' UIDLs; with -s: the stack's old_server.pop."),
+    pop3_uidls: str = typer.Option("pop", "--pop3-uidls", help="Whose POP3 UIDLs to keep: pop (the roster's POP "
+                                                               "users; without -s every account, given --pop3), "
+                                                               "all, or none."),
+    reverse: bool = typer.Option(False, "--reverse", help="After a rollback: copy what reached the new host (the "
+                                                          "target) back to the old server (the source), with the "
+                                                          "same accounts file."),
 ) -> None:
     """Copy every mailbox from the old server to the new one; run again to copy only what changed.
 
     Folders (with subscriptions), messages byte for byte, flags and dates are
     copied; a message already copied is never copied twice, and flag changes
     made on the old server are carried over. Nothing is deleted on either side.
+    With --reverse the new host is read and the old server written: the mail
+    delivered to the new host during a cutover goes back after a rollback.
     """
     from mailstack.sync.engine import SyncOptions, run_sync
     from mailstack.sync.plan import since_day
     from mailstack.sync.report import error_lines, note_lines, report_json, report_table
 
-    source_server, target_server, roster_addresses, stack_file = endpoints(stack, source, target, cafile)
+    source_server, target_server, roster_protocols, stack_file = endpoints(stack, source, target, cafile)
+    roster_addresses = set(roster_protocols) if roster_protocols is not None else None
+    if pop3_uidls not in ("pop", "all", "none"):
+        raise typer.BadParameter(f"{pop3_uidls!r}: give pop, all or none", param_hint="--pop3-uidls")
+    pop_server, pop_users = (None, set()) if reverse or dry_run else pop3_plan(pop3_uidls, pop3, stack_file,
+                                                                               roster_protocols, cafile)
     try:
         since_date = date.fromisoformat(since) if since else None
     except ValueError:
@@ -87,33 +132,80 @@ def sync(
     accounts, problems = read_accounts(accounts_file, roster_addresses)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)
+    if reverse:
+        from mailstack.sync.reverse import reversed_accounts
+
+        accounts, source_server, target_server = reversed_accounts(accounts), target_server, source_server
     with _progress(enabled=not as_json) as progress:
         results = run_sync(accounts, source_server, target_server, options, progress)
+    uidls = _carry_uidls(accounts, results, source_server, target_server, pop_server, pop_users, options, jobs)
     if as_json:
-        out.print_json(json.dumps(report_json(results, problems, dry_run=dry_run)))
+        out.print_json(json.dumps({**report_json(results, problems, dry_run=dry_run),
+                                   "pop3_uidls": [u.to_dict() for u in uidls]}))
     else:
         out.print(report_table(results, dry_run=dry_run))
         for line in note_lines(results):
             out.print(line, markup=False)
         for line in error_lines(results):
             err.print(line, markup=False)
+        for u in uidls:
+            seen = u.error or f"{u.carried} of {u.listed} POP3 UIDLs kept" + (
+                f" ({u.unmatched} not copied to the new INBOX yet)" if u.unmatched else "")
+            (err if u.error else out).print(f"{u.source_user} -> {u.target_user}: {seen}", markup=False)
     if stack_file is not None and not dry_run:
-        from datetime import datetime, timezone
-
-        from mailstack.migration.evidence import FinalSync
-
-        record_evidence(stack_file, final_sync=FinalSync(at=datetime.now(timezone.utc),
-                                                 differences=differences(results) + len(problems)))
+        _record(stack_file, results, problems, reverse=reverse, partial=partial_scope(include, since, max_age))
     if problems:
         raise typer.Exit(EXIT_PROBLEMS)
-    if not all(r.in_sync for r in results):
+    if not all(r.in_sync for r in results) or any(u.error for u in uidls):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _carry_uidls(accounts, results, source, target, pop_server, pop_users, options, jobs: int) -> list:
+    """After the copy: the old POP3 UIDLs of the chosen accounts that are in sync, left on the new host."""
+    if pop_server is None:
+        return []
+    from mailstack.sync.pop3uidl import carry_all
+
+    synced = {(r.source_user, r.target_user) for r in results if r.in_sync}
+    chosen = [a for a in accounts if (a.source_user, a.target_user) in synced
+              and (pop_users is None or a.target_user.lower() in pop_users)]
+    return carry_all(chosen, source, target, pop_server, options.state_dir, jobs) if chosen else []
 
 
 def differences(results) -> int:
     """What a sync found to do: copies, flag updates and repairs, and mailboxes it could not bring in sync."""
-    return sum(r.total("copied") + r.total("flag_updates") + r.total("flags_repaired") + (0 if r.in_sync else 1)
-               for r in results)
+    return sum(mailbox_differences(r) for r in results)
+
+
+def mailbox_differences(result) -> int:
+    """What a sync found to do in one mailbox (1 more when it did not end in sync)."""
+    return (result.total("copied") + result.total("flag_updates") + result.total("flags_repaired")
+            + (0 if result.in_sync else 1))
+
+
+def partial_scope(include: list[str], since: Optional[str], max_age: Optional[int]) -> str | None:
+    """Why a run does not cover whole mailboxes (a final sync must), or None."""
+    left_out = [f"--include {' '.join(include)}"] if include and include != ["*"] else []
+    left_out += [f"--since {since}"] if since else []
+    left_out += [f"--max-age {max_age}"] if max_age else []
+    return ", ".join(left_out) or None
+
+
+def _record(stack_file, results, problems, *, reverse: bool, partial: str | None) -> None:
+    """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time."""
+    from datetime import datetime, timezone
+
+    from mailstack.migration.evidence import FinalSync, MailboxSync
+
+    now = datetime.now(timezone.utc)
+    covered = {(r.source_user if reverse else r.target_user).lower():
+               MailboxSync(at=now, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
+               for r in results}
+    if reverse:
+        record_evidence(stack_file, reverse_synced=covered)
+    else:
+        record_evidence(stack_file, synced=covered,
+                        final_sync=FinalSync(at=now, differences=differences(results) + len(problems)))
 
 
 class _RichProgress:

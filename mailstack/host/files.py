@@ -230,6 +230,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         "/etc/letsencrypt/renewal-hooks/deploy/mailstack-reload": HostFile(render("certbot/deploy-hook.j2", **ctx), "0755"),
         "/etc/apt/apt.conf.d/20auto-upgrades": HostFile(render("apt/20auto-upgrades.j2", **ctx)),
         "/etc/apt/apt.conf.d/52mailstack-unattended-upgrades": HostFile(render("apt/52mailstack-unattended-upgrades.j2", **ctx)),
+        "/usr/local/sbin/mailstack-pop3-uidls": HostFile(render("host/mailstack-pop3-uidls.j2", **ctx), "0755"),
     }
     files.update(guard_files(ctx))
     if dkim_private_key is not None:

@@ -21,7 +21,7 @@ from mailstack.infra.network import MailFirewall
 from mailstack.infra.oldserver import OldMailServer
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
-from mailstack.migration.evidence import evidence_path, load_evidence
+from mailstack.migration.evidence import Evidence, evidence_path, load_evidence
 from mailstack.problems import InputError, Problem
 from mailstack.stack.roster import Roster, load_roster
 from mailstack.stack.settings import NAMESPACE, Settings, settings_from_pulumi
@@ -65,7 +65,8 @@ def _placement(settings: Settings) -> tuple[pulumi.Output[str], pulumi.Output[st
     return subnet.vpc_id, subnet.id, subnet.availability_zone
 
 
-def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pulumi.Output[str] | None = None) -> dict:
+def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pulumi.Output[str] | None = None,
+          evidence: Evidence | None = None) -> dict:
     """Declare every resource of the stack and return its outputs."""
     name = f"mailstack-{stack}"
     vpc_id, subnet_id, availability_zone = _placement(settings)
@@ -137,7 +138,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         "reverse_dns": dns.reverse.domain_name,
         "dkim_selector": dkim.selector,
         "dkim_public_key": dkim_key.public_key_pem.apply(records.dkim_public_key),
-        "next_step": lifecycle.next_step(settings, stack),
+        "next_step": lifecycle.next_step(settings, stack, evidence),
         "old_server": old_server.status if old_server else f"{settings.old_server.host} is not in this AWS account",
     }
 
@@ -159,7 +160,8 @@ def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
         raise pulumi.RunError(f"{exc.subject}: {len(exc.problems)} problem(s) above; nothing was changed") from None
     host_ip = current_host_ip(settings) if settings.phase == "cutover" else None
     decision = lifecycle.phase_gate(settings, evidence, now or datetime.now(timezone.utc),
-                                    host_name=settings.host.name, host_ip=host_ip)
+                                    host_name=settings.host.name, host_ip=host_ip,
+                                    roster=[m.address for m in roster])
     if not decision.allowed:
         for reason in decision.reasons:
             pulumi.log.error(f"{decision.phase} refused: {reason}")
@@ -167,7 +169,7 @@ def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
             f"phase {decision.phase} is not allowed yet ({len(decision.reasons)} reason(s) above); nothing was changed. "
             "Setting mailstack:phase back to provision is always allowed."
         )
-    outputs = build(settings, roster, stack=stack, relay_password=relay_password)
+    outputs = build(settings, roster, stack=stack, relay_password=relay_password, evidence=evidence)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

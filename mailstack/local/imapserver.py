@@ -1,7 +1,8 @@
 """A plain Dovecot IMAP server on a loopback address, for the sync tests and the sync bench.
 
-IMAP only: plaintext on 143 and TLS on 993 (a self-signed certificate for the
-address), passwd-file users, Maildir. Unlike :mod:`mailstack.local.host` it
+IMAP: plaintext on 143 and TLS on 993 (a self-signed certificate for the
+address), passwd-file users, Maildir; with ``pop3`` also POP3 on 110 and 995
+(Dovecot's default UIDLs), as an old server that POP users read. Unlike :mod:`mailstack.local.host` it
 is not the production host: it stands for "some IMAP server" on either side
 of a migration, with the folder separator and namespace prefix chosen by the
 caller (``.`` and ``INBOX.`` imitate a Courier-style old server).
@@ -59,6 +60,10 @@ class DovecotImap:
     imap_port: int = 143
     imaps_port: int = 993
     host_name: str | None = None  # also in the certificate, for clients that check a name
+    pop3: bool = False
+    pop3_uidl_format: str = "%08Xu%08Xv"  # Dovecot's default; "%f" gives file-name UIDLs as qmail and Courier do
+    pop3_port: int = 110
+    pop3s_port: int = 995
     _loopback: LoopbackAddress | None = field(default=None, repr=False)
     _own_root: bool = field(default=False, repr=False)
 
@@ -81,6 +86,9 @@ class DovecotImap:
 
     def url(self, tls: bool = False) -> str:
         return f"imaps://{self.address}:{self.imaps_port}" if tls else f"imap://{self.address}:{self.imap_port}"
+
+    def pop3_url(self, tls: bool = False) -> str:
+        return f"pop3s://{self.address}:{self.pop3s_port}" if tls else f"pop3://{self.address}:{self.pop3_port}"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -143,7 +151,7 @@ class DovecotImap:
 
     def _wait_for_ports(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        for port in (self.imap_port, self.imaps_port):
+        for port in (self.imap_port, self.imaps_port, *((self.pop3_port, self.pop3s_port) if self.pop3 else ())):
             while True:
                 try:
                     socket.create_connection((self.address, port), timeout=1).close()
@@ -167,7 +175,10 @@ class DovecotImap:
         self.conf.write_text(_CONFIG.format(
             name=f"mailstack-imap-{self.address}", root=self.root, address=self.address, uid=vmail.pw_uid,
             separator=self.separator, prefix=self.prefix, imap=self.imap_port, imaps=self.imaps_port,
-            layout=":LAYOUT=fs" if self.layout == "fs" else ""))
+            layout=":LAYOUT=fs" if self.layout == "fs" else "",
+            protocols="imap pop3" if self.pop3 else "imap")
+            + (_POP3_CONFIG.format(address=self.address, pop3=self.pop3_port, pop3s=self.pop3s_port,
+                                   uidl_format=self.pop3_uidl_format) if self.pop3 else ""))
 
     def _write_users(self) -> None:
         lines = []
@@ -324,7 +335,7 @@ instance_name = {name}
 base_dir = {root}/run
 state_dir = {root}/state
 listen = {address}
-protocols = imap
+protocols = {protocols}
 log_path = {root}/dovecot.log
 ssl = yes
 ssl_cert = <{root}/cert.pem
@@ -378,5 +389,21 @@ service anvil {{
 }}
 service imap-login {{
   chroot =
+}}
+"""
+
+_POP3_CONFIG = """
+pop3_uidl_format = {uidl_format}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = {address}
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    address = {address}
+    port = {pop3s}
+    ssl = yes
+  }}
 }}
 """

@@ -1,7 +1,12 @@
-"""Evidence: what `mailstack verify --record` and `mailstack status --record` measured.
+"""Evidence: what `mailstack verify --record`, `mailstack sync -s` and `mailstack status --record` measured.
 
 Kept in ``stacks/evidence/<env>.json`` so that the cutover pull request carries
 it and the Pulumi program's gates read it. Times are timezone-aware UTC.
+
+Coverage is recorded per mailbox (the roster's address, lowercase), each with
+its own time: a run updates only the mailboxes it covered and keeps the
+others, so several partial runs (shards of the accounts file) add up to one
+picture the gates can check against the whole roster.
 """
 
 from __future__ import annotations
@@ -24,14 +29,42 @@ class Verification(BaseModel):
     host_ip: str
     certificate_sha256: str
     checks: list[str] = Field(min_length=1)
+    mailboxes: list[str] = Field(default_factory=list, description="Roster addresses whose every folder was compared "
+                                                                   "with the old server and matched.")
 
 
 class FinalSync(BaseModel):
-    """A sync of every mailbox run after the new MX was served."""
+    """Summary of the latest ``mailstack sync -s`` run (the gates read the per-mailbox ``synced``)."""
 
     model_config = ConfigDict(extra="forbid")
     at: AwareDatetime
     differences: int = Field(ge=0)
+
+
+class MailboxSync(BaseModel):
+    """The latest sync of one mailbox: when, what it still found to do, and whether it ended in sync."""
+
+    model_config = ConfigDict(extra="forbid")
+    at: AwareDatetime
+    differences: int = Field(ge=0, description="Copies and flag updates made, plus 1 if it did not end in sync.")
+    in_sync: bool
+    partial: str | None = Field(None, description="Why the run did not cover the whole mailbox (--include, --since).")
+
+
+class OldServerCheck(BaseModel):
+    """When ``mailstack status --record`` last looked at one mailbox on the old server, and what it saw."""
+
+    model_config = ConfigDict(extra="forbid")
+    at: AwareDatetime
+    newest: AwareDatetime | None = Field(None, description="Newest arrival since the cutover; None: nothing arrived.")
+
+
+class Rollback(BaseModel):
+    """The MX seen back on the old server after a cutover: mail that reached the new host meanwhile is there."""
+
+    model_config = ConfigDict(extra="forbid")
+    at: AwareDatetime = Field(description="When status first saw the old MX served again.")
+    cutover_at: AwareDatetime = Field(description="When the new MX had first been served.")
 
 
 class Evidence(BaseModel):
@@ -44,7 +77,16 @@ class Evidence(BaseModel):
     new_mx_first_seen_at: AwareDatetime | None = Field(None, description="When the new MX was first served: starts the overlap clock.")
     old_server_last_mail_at: AwareDatetime | None = Field(None, description="Newest message that reached the old server after the cutover.")
     final_sync: FinalSync | None = None
+    synced: dict[str, MailboxSync] = Field(default_factory=dict, description="Latest sync per roster address.")
+    old_server_checked: dict[str, OldServerCheck] = Field(
+        default_factory=dict, description="Latest look at the old server per roster address.")
+    rollback: Rollback | None = None
+    reverse_synced: dict[str, MailboxSync] = Field(
+        default_factory=dict, description="Latest reverse sync (new host back to the old server) per roster address.")
     backup_at: AwareDatetime | None = None
+
+
+_PER_MAILBOX = ("synced", "old_server_checked", "reverse_synced")
 
 
 def evidence_path(project_dir: Path, env: str) -> Path:
@@ -61,7 +103,6 @@ def load_evidence(path: Path) -> Evidence | None:
         raise InputError(f"evidence {path}", [Problem(str(path), f"not a valid evidence file: {exc}".splitlines()[0])]) from None
 
 
-
 def save_evidence(path: Path, evidence: Evidence) -> None:
     """Write the evidence file atomically (a reviewer reads it in the cutover pull request)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +111,16 @@ def save_evidence(path: Path, evidence: Evidence) -> None:
 
 
 def record(path: Path, **parts) -> Evidence:
-    """Merge measured parts into the evidence file (other parts are kept) and return the result."""
-    evidence = (load_evidence(path) or Evidence()).model_copy(update=parts)
+    """Merge measured parts into the evidence file (other parts are kept) and return the result.
+
+    The per-mailbox maps (``synced``, ``old_server_checked``, ``reverse_synced``)
+    are merged entry by entry: a run replaces only the mailboxes it covered.
+    """
+    evidence = load_evidence(path) or Evidence()
+    for name in _PER_MAILBOX:
+        if name in parts:
+            parts[name] = {**getattr(evidence, name), **parts[name]}
+    evidence = evidence.model_copy(update=parts)
     evidence = Evidence.model_validate(evidence.model_dump())
     save_evidence(path, evidence)
     return evidence

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Collection
 
 from mailstack.migration.evidence import Evidence
 from mailstack.stack.settings import Settings
+
+SHOWN = 5  # mailboxes named in a refusal; the rest are counted
 
 _NEXT = {
     "provision": (
@@ -27,9 +30,35 @@ _NEXT = {
 }
 
 
-def next_step(settings: Settings, env: str) -> str:
-    """One sentence telling the operator what to do after this phase's ``pulumi up``."""
+_AFTER_ROLLBACK = (
+    "copy the mail that reached {new} during the cutover back to {old} "
+    "(mailstack sync -s {env} --reverse --accounts FILE), then find the cause before the next cutover"
+)
+
+
+def next_step(settings: Settings, env: str, evidence: Evidence | None = None) -> str:
+    """One sentence telling the operator what to do after this phase's ``pulumi up``.
+
+    In provision after a rollback (status saw the MX return to the old server),
+    the next step is the reverse sync: mail delivered to the new host during
+    the cutover would otherwise stay there.
+    """
+    if settings.phase == "provision" and evidence is not None and evidence.rollback is not None:
+        return _AFTER_ROLLBACK.format(env=env, new=settings.host.name, old=settings.old_server.host)
     return _NEXT[settings.phase].format(env=env, old=settings.old_server.host, days=settings.overlap_days)
+
+
+def guarded_mailboxes(settings: Settings, roster: Collection[str]) -> list[str]:
+    """The roster addresses a gate requires evidence for: every one but the stack's exempt mailboxes."""
+    exempt = {a.lower() for a in settings.exempt_mailboxes}
+    return sorted({a.lower() for a in roster} - exempt)
+
+
+def name_some(addresses: Collection[str]) -> str:
+    """``a, b, c and 4 more``: a refusal names a few mailboxes and counts the rest."""
+    listed = sorted(addresses)
+    shown = ", ".join(listed[:SHOWN])
+    return shown + (f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else "")
 
 
 @dataclass(frozen=True)
@@ -53,13 +82,15 @@ def _hours(delta: timedelta) -> str:
 
 
 def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *, host_name: str,
-                 host_ip: str | None) -> Decision:
+                 host_ip: str | None, roster: Collection[str]) -> Decision:
     """May the MX flip to the new host now?
 
-    Only with verification evidence that is fresh and about this very host,
-    and once the lowered MX TTL has been served for at least the old TTL, so
-    that no resolver still caches the old MX for longer than the cutover TTL.
-    ``host_ip`` is the host's current address, None when it has none yet.
+    Only with verification evidence that is fresh, about this very host, and
+    whose mailbox comparison covered every roster mailbox (but the exempt
+    ones); and once the lowered MX TTL has been served for at least the old
+    TTL, so that no resolver still caches the old MX for longer than the
+    cutover TTL. ``host_ip`` is the host's current address, None when it has
+    none yet; ``roster`` the roster's addresses.
     """
     reasons = []
     verification = evidence.verification if evidence else None
@@ -78,6 +109,13 @@ def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *
         elif verification.host_ip != host_ip:
             reasons.append(f"the verification is of {verification.host_ip}, not of the current host address {host_ip}: "
                            "the host changed since, verify again")
+        compared = {a.lower() for a in verification.mailboxes}
+        missing = [a for a in guarded_mailboxes(settings, roster) if a not in compared]
+        if missing:
+            reasons.append(f"the verification compared no mail of {len(missing)} roster mailbox(es) with the old "
+                           f"server: {name_some(missing)}: run mailstack verify -s ENV --record --accounts FILE with "
+                           "a row for each (the sync's accounts file), or list them in mailstack:exempt_mailboxes "
+                           "with a reason")
     if evidence is None or evidence.lowered_ttl_seen_at is None or evidence.previous_mx_ttl is None:
         reasons.append(f"the lowered MX TTL ({settings.cutover_ttl} s) has not been seen served yet: "
                        "apply the provision phase and run mailstack status -s ENV --record")
@@ -90,14 +128,19 @@ def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *
     return Decision("cutover", tuple(reasons))
 
 
-def decommission_gate(settings: Settings, evidence: Evidence | None, now: datetime) -> Decision:
+def decommission_gate(settings: Settings, evidence: Evidence | None, now: datetime, *,
+                      roster: Collection[str]) -> Decision:
     """May the old server leave DNS (and, in AWS, be torn down) now?
 
-    Only after the overlap period since the new MX was first served, with no
-    mail reaching the old server for the quiet days, a final sync that found
-    no difference, and a backup.
+    Only after the overlap period since the new MX was first served; with the
+    old server measured quiet for ``quiet_days`` on every roster mailbox
+    (never measured is not quiet); a final sync of every roster mailbox after
+    the new MX was served and after the last mail on the old server, that
+    found nothing left to do; and a backup. Exempt mailboxes
+    (``mailstack:exempt_mailboxes``) need no sync and no watch.
     """
     evidence = evidence or Evidence()
+    guarded = guarded_mailboxes(settings, roster)
     reasons = []
     first_seen = evidence.new_mx_first_seen_at
     if first_seen is None:
@@ -108,29 +151,79 @@ def decommission_gate(settings: Settings, evidence: Evidence | None, now: dateti
             left = overlap - _age(now, first_seen)
             reasons.append(f"the overlap period ({settings.overlap_days} days, mailstack:overlap_days) has "
                            f"{left.days} days {left.seconds // 3600} h left")
-    last_mail = evidence.old_server_last_mail_at
-    if last_mail is not None and _age(now, last_mail) < timedelta(days=settings.quiet_days):
-        reasons.append(f"mail reached the old server {_hours(_age(now, last_mail))} ago; it must be quiet for "
-                       f"{settings.quiet_days} days (mailstack:quiet_days): sync it and wait")
-    final = evidence.final_sync
-    if final is None:
-        reasons.append("no final sync recorded: run mailstack sync -s ENV after the overlap")
-    elif final.differences:
-        reasons.append(f"the last sync found {final.differences} differences: sync again until it finds none")
-    elif first_seen is not None and final.at < first_seen:
-        reasons.append("the last sync ran before the new MX was served: sync again now")
-    elif last_mail is not None and final.at < last_mail:
-        reasons.append("mail reached the old server after the last sync: sync again")
+    reasons += _quiet_reasons(settings, evidence, guarded, now)
+    reasons += _final_sync_reasons(evidence, guarded)
     if evidence.backup_at is None:
         reasons.append("no backup of the old server recorded: run mailstack backup")
     return Decision("decommission", tuple(reasons))
 
 
+def _quiet_reasons(settings: Settings, evidence: Evidence, guarded: list[str], now: datetime) -> list[str]:
+    """The old server quiet for ``quiet_days``, as measured on every guarded mailbox (never measured: not quiet)."""
+    quiet = timedelta(days=settings.quiet_days)
+    last_mail = evidence.old_server_last_mail_at
+    if last_mail is not None and _age(now, last_mail) < quiet:
+        return [f"mail reached the old server {_hours(_age(now, last_mail))} ago; it must be quiet for "
+                f"{settings.quiet_days} days (mailstack:quiet_days): sync it and wait"]
+    checked = evidence.old_server_checked
+    unwatched = [a for a in guarded if a not in checked]
+    if unwatched:
+        return [f"the old server was never checked for new mail in {len(unwatched)} roster mailbox(es): "
+                f"{name_some(unwatched)}: a quiet period never measured is not quiet; run mailstack status -s ENV "
+                "--record --accounts FILE with a row for each"]
+    if evidence.new_mx_first_seen_at is None or not guarded:
+        return []
+    measured_at = min(checked[a].at for a in guarded)
+    quiet_since = max(t for t in (last_mail, evidence.new_mx_first_seen_at) if t is not None)
+    if measured_at - quiet_since < quiet:
+        return [f"the old server was last seen quiet for {_hours(max(timedelta(0), measured_at - quiet_since))} "
+                f"(checked {measured_at:%Y-%m-%d %H:%M} UTC); it must be seen quiet for {settings.quiet_days} days "
+                "(mailstack:quiet_days): run mailstack status -s ENV --record --accounts FILE again later"]
+    return []
+
+
+def _final_sync_reasons(evidence: Evidence, guarded: list[str]) -> list[str]:
+    """A sync of every guarded mailbox after the cutover and the last old-server mail, that found nothing to do."""
+    synced = evidence.synced
+    if not synced and guarded:
+        return [f"no final sync recorded: run mailstack sync -s ENV --accounts FILE after the overlap, with a row for "
+                f"each of the {len(guarded)} roster mailboxes"]
+    first_seen, last_mail = evidence.new_mx_first_seen_at, evidence.old_server_last_mail_at
+    missing, partial, differing, early, stale = [], [], [], [], []
+    for address in guarded:
+        run = synced.get(address)
+        if run is None:
+            missing.append(address)
+        elif run.partial:
+            partial.append(f"{address} ({run.partial})")
+        elif run.differences or not run.in_sync:
+            differing.append(f"{address} ({run.differences} differences)" if run.in_sync else f"{address} (not in sync)")
+        elif first_seen is not None and run.at < first_seen:
+            early.append(address)
+        elif last_mail is not None and run.at < last_mail:
+            stale.append(address)
+    reasons = []
+    if missing:
+        reasons.append(f"no sync covered {len(missing)} roster mailbox(es): {name_some(missing)}: run mailstack sync "
+                       "-s ENV --accounts FILE with a row for each, or list them in mailstack:exempt_mailboxes "
+                       "with a reason")
+    if partial:
+        reasons.append(f"the last sync of {name_some(partial)} left folders or messages out: sync them again "
+                       "without --include, --since or --max-age")
+    if differing:
+        reasons.append(f"the last sync of {name_some(differing)} still found work: sync again until it finds none")
+    if early:
+        reasons.append(f"the last sync of {name_some(early)} ran before the new MX was served: sync again now")
+    if stale:
+        reasons.append(f"mail reached the old server after the last sync of {name_some(stale)}: sync again")
+    return reasons
+
+
 def phase_gate(settings: Settings, evidence: Evidence | None, now: datetime, *, host_name: str,
-               host_ip: str | None) -> Decision:
+               host_ip: str | None, roster: Collection[str]) -> Decision:
     """The gate of the stack's phase; provision (also the rollback) is always allowed."""
     if settings.phase == "cutover":
-        return cutover_gate(settings, evidence, now, host_name=host_name, host_ip=host_ip)
+        return cutover_gate(settings, evidence, now, host_name=host_name, host_ip=host_ip, roster=roster)
     if settings.phase == "decommission":
-        return decommission_gate(settings, evidence, now)
+        return decommission_gate(settings, evidence, now, roster=roster)
     return Decision("provision")

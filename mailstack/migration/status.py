@@ -8,8 +8,9 @@ answers over DNS and IMAP.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import Collection
 
 import dns.exception
 import dns.message
@@ -17,10 +18,10 @@ import dns.query
 import dns.rdatatype
 
 from mailstack.checks.dns import lookup, resolver
-from mailstack.migration.evidence import Evidence
+from mailstack.migration.evidence import Evidence, OldServerCheck, Rollback
 from mailstack.imap import ImapError, NoSuchFolder
 from mailstack.imap.wire import internaldate_epoch
-from mailstack.migration.lifecycle import Decision, decommission_gate
+from mailstack.migration.lifecycle import Decision, decommission_gate, guarded_mailboxes
 from mailstack.stack.settings import Settings
 from mailstack.imap.endpoint import Endpoint, login
 
@@ -49,6 +50,7 @@ class MailboxActivity:
     newest: datetime | None = None
     messages: int = 0
     error: str | None = None
+    mailbox: str | None = None  # the roster address it was migrated to (the accounts file's target_user)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class StatusReport:
     final_sync_needed: bool
     decommission: Decision
     notes: list[str] = field(default_factory=list)
+    reverse_sync_pending: list[str] = field(default_factory=list)  # after a rollback: mailboxes not copied back yet
 
 
 def _state(answer: MxAnswer, new: str, old: str) -> str:
@@ -87,8 +90,15 @@ def propagation(answers: list[MxAnswer], new: str, old: str) -> str:
 
 
 def assess(settings: Settings, evidence: Evidence | None, answers: list[MxAnswer],
-           activity: list[MailboxActivity], now: datetime) -> StatusReport:
-    """Fold what was measured into the evidence, and say where the migration stands."""
+           activity: list[MailboxActivity], now: datetime, *, roster: Collection[str]) -> StatusReport:
+    """Fold what was measured into the evidence, and say where the migration stands.
+
+    Each mailbox of ``activity`` read without error (and with its roster
+    address) is recorded as checked now: the quiet period is measured on it.
+    A rollback (the old MX served again after the new one) is recorded with
+    the cutover's time, so that the mail that reached the new host meanwhile
+    is copied back (``mailstack sync --reverse``).
+    """
     evidence = evidence or Evidence()
     updates: dict = {}
     notes: list[str] = []
@@ -108,22 +118,31 @@ def assess(settings: Settings, evidence: Evidence | None, answers: list[MxAnswer
         if all(a.points_to(new) for a in authoritative):
             if evidence.new_mx_first_seen_at is None:
                 updates["new_mx_first_seen_at"] = now
+                updates["rollback"] = None  # cut over again: what reached the new host stays where the MX is
         elif all(a.points_to(old) for a in authoritative) and evidence.new_mx_first_seen_at is not None:
             # A rollback: the overlap clock starts again at the next flip.
             updates["new_mx_first_seen_at"] = None
-            notes.append("the MX points at the old server again (rollback): the overlap clock is reset")
+            updates["rollback"] = Rollback(at=now, cutover_at=evidence.new_mx_first_seen_at)
+            notes.append("the MX points at the old server again (rollback): the overlap clock is reset; copy the mail "
+                         "that reached the new host back with mailstack sync -s ENV --reverse")
     newest = [a.newest for a in activity if a.newest is not None]
     if newest:
         latest = max(newest)
         if evidence.old_server_last_mail_at is None or latest > evidence.old_server_last_mail_at:
             updates["old_server_last_mail_at"] = latest
+    checked = {a.mailbox.lower(): OldServerCheck(at=now, newest=a.newest) for a in activity
+               if a.mailbox and not a.error}
+    if checked:
+        updates["old_server_checked"] = {**evidence.old_server_checked, **checked}
     evidence = Evidence.model_validate({**evidence.model_dump(), **updates})
 
     overlap_left = None
     if evidence.new_mx_first_seen_at is not None:
         overlap_left = max(timedelta(0), evidence.new_mx_first_seen_at + timedelta(days=settings.overlap_days) - now)
+    guarded = guarded_mailboxes(settings, roster)
     last_mail = evidence.old_server_last_mail_at
-    final_sync_needed = last_mail is not None and (evidence.final_sync is None or evidence.final_sync.at < last_mail)
+    final_sync_needed = last_mail is not None and any(
+        a not in evidence.synced or evidence.synced[a].at < last_mail for a in guarded)
     return StatusReport(
         phase=settings.phase,
         answers=answers,
@@ -132,9 +151,18 @@ def assess(settings: Settings, evidence: Evidence | None, answers: list[MxAnswer
         evidence=evidence,
         overlap_left=overlap_left,
         final_sync_needed=final_sync_needed,
-        decommission=decommission_gate(settings, evidence, now),
+        decommission=decommission_gate(settings, evidence, now, roster=roster),
         notes=notes,
+        reverse_sync_pending=reverse_sync_pending(evidence, guarded),
     )
+
+
+def reverse_sync_pending(evidence: Evidence, mailboxes: list[str]) -> list[str]:
+    """After a rollback: the mailboxes with no reverse sync since it that ended in sync."""
+    if evidence.rollback is None:
+        return []
+    done = evidence.reverse_synced
+    return [a for a in mailboxes if a not in done or done[a].at < evidence.rollback.at or not done[a].in_sync]
 
 
 # ------------------------------------------------------------------ shells (I/O)
@@ -175,9 +203,10 @@ def resolver_answers(domain: str, resolvers: list[str]) -> list[MxAnswer]:
     return answers
 
 
-def old_server_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], since: datetime,
+def old_server_activity(endpoint: Endpoint, accounts: list[tuple[str, ...]], since: datetime,
                         cafile: str | None = None, jobs: int = 4) -> list[MailboxActivity]:
-    """Per account: messages that reached the old server after ``since``, and the newest one's arrival.
+    """Per account ``(user, password[, roster address])``: messages that reached the old server after ``since``,
+    and the newest one's arrival.
 
     Every selectable folder is looked at (read-only), whatever its name; an
     account that cannot be read is reported with its error, never with its
@@ -187,20 +216,21 @@ def old_server_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], sin
     return asyncio.run(_all_activity(endpoint, accounts, since, cafile, jobs))
 
 
-async def _all_activity(endpoint: Endpoint, accounts: list[tuple[str, str]], since: datetime, cafile: str | None,
+async def _all_activity(endpoint: Endpoint, accounts: list[tuple[str, ...]], since: datetime, cafile: str | None,
                         jobs: int) -> list[MailboxActivity]:
     limit = asyncio.Semaphore(max(1, jobs))
 
-    async def one(user: str, password: str) -> MailboxActivity:
+    async def one(user: str, password: str, mailbox: str | None = None) -> MailboxActivity:
         async with limit:
             try:
-                return await _activity(endpoint, user, password, since, cafile)
+                seen = await _activity(endpoint, user, password, since, cafile)
             except ImapError as exc:
-                return MailboxActivity(user, error=str(exc))
+                seen = MailboxActivity(user, error=str(exc))
             except ValueError as exc:  # an INTERNALDATE the server wrote in no known form
-                return MailboxActivity(user, error=f"old server {endpoint}: {exc}")
+                seen = MailboxActivity(user, error=f"old server {endpoint}: {exc}")
+            return replace(seen, mailbox=mailbox or None)
 
-    return list(await asyncio.gather(*(one(user, password) for user, password in accounts)))
+    return list(await asyncio.gather(*(one(*account) for account in accounts)))
 
 
 async def _activity(endpoint: Endpoint, user: str, password: str, since: datetime, cafile: str | None) -> MailboxActivity:

@@ -170,6 +170,9 @@ class Settings(_Model):
     web: bool = Field(True, description="Serve autoconfig/autodiscover and the MTA-STS policy (opens 80 and 443).")
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field("none", description="DMARC policy published for the domains.")
     snapshots: Snapshots = Field(default_factory=Snapshots)
+    exempt_mailboxes: dict[str, str] = Field(
+        default_factory=dict, description="Roster addresses the gates do not require a sync, comparison or watch of, "
+                                          "each with the reason (for example a mailbox created new on the new host).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
@@ -185,6 +188,11 @@ class Settings(_Model):
             problems.append(("cutover_ttl", f"{self.cutover_ttl} is above normal_ttl {self.normal_ttl}: the cutover TTL must be the lower one"))
         if self.admin_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.admin_email):
             problems.append(("admin_email", f"{self.admin_email!r} is not an email address"))
+        for address, reason in self.exempt_mailboxes.items():
+            if "@" not in address:
+                problems.append(("exempt_mailboxes", f"{address!r} is not an address: give the mailbox's roster address"))
+            if not str(reason).strip():
+                problems.append(("exempt_mailboxes", f"{address}: give the reason this mailbox is not migrated"))
         if problems:
             raise _FieldErrors(problems)
         return self

@@ -24,16 +24,22 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
+ROSTER = [f"user{n}@example.com" for n in range(3)]  # the project's roster
+
+
 def write_evidence(project: Path, **parts) -> None:
     now = datetime.now(timezone.utc)
+    synced = {"at": (now - timedelta(days=1)).isoformat(), "differences": 0, "in_sync": True}
     evidence = {
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": "mail.example.com", "host_ip": IP,
-                         "certificate_sha256": "ab" * 32, "checks": ["all"]},
+                         "certificate_sha256": "ab" * 32, "checks": ["all"], "mailboxes": ROSTER},
         "previous_mx_ttl": 3600,
         "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat(),
         "new_mx_first_seen_at": (now - timedelta(days=15)).isoformat(),
         "old_server_last_mail_at": (now - timedelta(days=5)).isoformat(),
         "final_sync": {"at": (now - timedelta(days=1)).isoformat(), "differences": 0},
+        "synced": {address: synced for address in ROSTER},
+        "old_server_checked": {address: {"at": (now - timedelta(hours=1)).isoformat()} for address in ROSTER},
         "backup_at": (now - timedelta(days=20)).isoformat(),
     }
     evidence.update(parts)

@@ -201,3 +201,11 @@ def test_encrypted_relay_password_is_accepted(tmp_path):
 def test_example_stacks_are_valid(env):
     stack = load_stack_file(env, PROJECT)
     assert stack.settings.domains and stack.region
+
+
+def test_exempt_mailboxes_need_an_address_and_a_reason():
+    assert problems(stack_values("r.csv", exempt_mailboxes={"bob": "left", "carol@example.com": " "})) == [
+        "stacks/Pulumi.t.yaml: mailstack:exempt_mailboxes: 'bob' is not an address: give the mailbox's roster address",
+        "stacks/Pulumi.t.yaml: mailstack:exempt_mailboxes: carol@example.com: give the reason this mailbox is not migrated"]
+    settings = settings_from_values(stack_values("r.csv", exempt_mailboxes={"bob@example.com": "new hire"}), source="t")
+    assert settings.exempt_mailboxes == {"bob@example.com": "new hire"}
