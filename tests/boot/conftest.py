@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+
+from tests.conftest import require_tool
 
 TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "losetup", "pebble", "dpkg-deb")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def boot_prerequisites():
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    problem = "must run as root" if os.geteuid() != 0 else None
-    if missing:
-        problem = f"need {' '.join(missing)} (scripts/bootstrap installs them)"
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"the boot tests {problem}")
-        pytest.skip(f"the boot tests {problem}")
+    for tool in TOOLS:
+        require_tool(tool)
+    if os.geteuid() != 0:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("the boot tests must run as root")

@@ -66,14 +66,16 @@ class Stack:
         return hashlib.sha256(self.bundle.encode()).hexdigest()[:16]
 
 
-def evaluate_dev(relay_password: str, roster: Path | None = None) -> Stack:
-    """The dev stack under Pulumi mocks: its user data unchanged; its bundle with a relay (and ``roster``)."""
+def evaluate_dev(relay_password: str, roster: Path | None = None, domains: list[str] | None = None) -> Stack:
+    """The dev stack under Pulumi mocks: its user data unchanged; its bundle with a relay (and ``roster``, ``domains``)."""
     config, secret_keys = offline.stack_config(STACK_FILE)
     user_data = offline.evaluate(config, project_dir=PROJECT, stack="dev", secret_keys=secret_keys)
     user_data = user_data.one("aws:ec2/instance:Instance").inputs["userData"]
     config = dict(config, **{"mailstack:relay": json.dumps(RELAY), "mailstack:relay_password": relay_password})
     if roster is not None:
         config["mailstack:roster"] = str(roster)
+    if domains is not None:
+        config["mailstack:domains"] = json.dumps(domains)
     evaluation = offline.evaluate(config, project_dir=PROJECT, stack="dev",
                                   secret_keys=[*secret_keys, "mailstack:relay_password"])
     bundle = offline.reveal(evaluation.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["content"])

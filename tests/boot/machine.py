@@ -87,6 +87,12 @@ class Machine:
             time.sleep(0.1)
         raise TimeoutError("the container's init did not start")
 
+    def _init_pids(self) -> list[int]:
+        try:
+            return [self.pid1]
+        except (RuntimeError, TimeoutError):
+            return []
+
     def run(self, *command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a command inside the container (every namespace of its PID 1)."""
         result = subprocess.run(["nsenter", "-t", str(self.pid1), "-a", *command], capture_output=True, text=True,
@@ -133,6 +139,9 @@ class Machine:
                                capture_output=True, timeout=30)
                 self.process.wait(60)
             except (subprocess.TimeoutExpired, RuntimeError, TimeoutError):
+                # The container's init outlives nspawn: kill both (its PID namespace goes with its init).
+                for pid in self._init_pids():
+                    os.kill(pid, 9)
                 self.process.kill()
                 self.process.wait(30)
         for base in _CGROUPS:

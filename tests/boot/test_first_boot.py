@@ -141,14 +141,32 @@ def test_second_bundle_is_applied_without_reboot_and_its_new_mailbox_logs_in(hos
     second = evaluate_dev(host.relay_password, roster)
     assert second.user_data == host.stack.user_data
     boot_id = host.machine.run("cat", "/proc/sys/kernel/random/boot_id").stdout
+    started = time.monotonic()
     host.publish(second.bundle)
     host.machine.wait_for(lambda: host.applied() == second.version, f"bundle {second.version} applied", timeout=60)
+    host.timings["second bundle published to applied"] = time.monotonic() - started
     ca = host.pebble_root()
     assert host.outside(probes.imap_subjects, ca, host.stack.host, NEW_USER, password(host, NEW_USER)) == []
     host.outside(probes.submit, ca, host.stack.host, USER, password(host, USER), NEW_USER, "welcome")
     assert host.outside(probes.wait_for_subject, ca, host.stack.host, NEW_USER, password(host, NEW_USER), "welcome")
     assert host.machine.run("cat", "/proc/sys/kernel/random/boot_id").stdout == boot_id
     assert host.agent_log().count(f"bundle {second.version} applied") == 1
+
+
+def test_a_new_domain_expands_the_certificate(host, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text((PROJECT / "stacks/mailboxes/dev.csv").read_text().rstrip("\n")
+                      + f"\n{NEW_USER},New Comer,1G,imap,,generate\n")
+    third = evaluate_dev(host.relay_password, roster, domains=["example.com", "shop.example.com"])
+    host.publish(third.bundle)
+    host.machine.wait_for(lambda: host.applied() == third.version and not host.agent_running(),
+                          f"bundle {third.version} applied", timeout=60)
+    ca = host.pebble_root()
+    for port in probes.MAIL_PORTS:
+        cert = host.outside(probes.certificate, port, ca, host.stack.host)
+        assert ("DNS", "mta-sts.shop.example.com") in cert["subjectAltName"], port
+    assert "names changed from" in host.agent_log()
+    assert host.agent_log().count("issued by Let's Encrypt") == 2
 
 
 def test_a_renewed_certificate_reaches_every_service_through_the_deploy_hook(host):
@@ -173,4 +191,4 @@ def test_reboot_keeps_everything_working(host):
     host.outside(probes.submit, ca, host.stack.host, USER, password(host, USER), USER, "after reboot")
     assert host.outside(probes.wait_for_subject, ca, host.stack.host, USER, password(host, USER), "after reboot")
     log = host.agent_log()
-    assert len(re.findall(r"bundle \w+ applied", log)) == 2
+    assert len(re.findall(r"bundle \w+ applied", log)) == 3, "each of the three bundles once, none again at boot"
