@@ -60,9 +60,7 @@ class Machine:
         for cgroup in cgroups:
             cgroup.mkdir(exist_ok=True)
         command = ["systemd-nspawn", "-q", "-D", str(self.root), "-b", "-M", self.name, "--register=no",
-                   "--keep-unit", "--console=pipe", "--resolv-conf=off",
-                   # Root on EC2 may resize a mounted filesystem; nspawn drops that capability by default.
-                   "--capability=CAP_SYS_RESOURCE", f"--network-namespace-path={self.netns_path}"]
+                   "--keep-unit", "--console=pipe", "--resolv-conf=off", f"--network-namespace-path={self.netns_path}"]
         command += [f"--bind={source}:{target}" for source, target in self.binds.items()]
         enter = "".join(f"echo $$ > {c}/cgroup.procs; " for c in cgroups)
         log = open(self.directory / f"console-{self.boots}.log", "wb")

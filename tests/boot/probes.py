@@ -98,6 +98,19 @@ def imap_subjects(ca_pem: str, host: str, user: str, password: str) -> list[str]
         imap.logout()
 
 
+def header(ca_pem: str, host: str, user: str, password: str, subject: str, field: str) -> str:
+    """The ``field`` header of the INBOX message with ``subject`` ("" when absent)."""
+    imap = _IMAP(host, context(ca_pem))
+    try:
+        imap.login(user, password)
+        imap.select("INBOX", readonly=True)
+        _, data = imap.search(None, "SUBJECT", f'"{subject}"')
+        _, parts = imap.fetch(data[0].split()[-1], f"(BODY.PEEK[HEADER.FIELDS ({field})])")
+        return parts[0][1].decode().strip()
+    finally:
+        imap.logout()
+
+
 def wait_for_subject(ca_pem: str, host: str, user: str, password: str, subject: str, timeout: float = 30) -> bool:
     """True once a message with ``subject`` is in the INBOX (delivery takes a moment)."""
     deadline = time.monotonic() + timeout

@@ -80,6 +80,9 @@ def test_submission_with_auth_is_delivered_and_read_back_over_imap(host):
     ca = host.pebble_root()
     host.outside(probes.submit, ca, host.stack.host, USER, password(host, USER), USER, "first boot")
     assert host.outside(probes.wait_for_subject, ca, host.stack.host, USER, password(host, USER), "first boot")
+    signature = host.outside(probes.header, ca, host.stack.host, USER, password(host, USER), "first boot",
+                             "DKIM-Signature")
+    assert "d=example.com" in signature and "s=mail" in signature
 
 
 def test_relay_credentials_come_from_ssm_readable_by_root_only(host):
