@@ -97,6 +97,11 @@ def aws_names(stack: Stack) -> list[str]:
             f"ssm.{REGION}.amazonaws.com", "route53.amazonaws.com"]
 
 
+def volume_device(stack: Stack) -> str:
+    """The mail volume's path on a Nitro instance."""
+    return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{stack.volume_id.replace('-', '')}"
+
+
 def ssm_agent_package(directory: Path) -> bytes:
     """A stand-in for Amazon's amazon-ssm-agent .deb: same package and unit name, a process that waits."""
     tree = directory / "ssm-agent"
@@ -127,6 +132,12 @@ class Host:
     def outside(self, function, *args):
         """Run ``function`` in the network around the host (where the clients and the fakes are)."""
         return self.network.call(function, *args)
+
+    def attach_volume(self) -> None:
+        """Make the loop device appear at the volume's Nitro path inside the running host."""
+        number = os.stat(self.loop).st_rdev
+        self.machine.run("mkdir", "-p", "/dev/disk/by-id")
+        self.machine.run("mknod", volume_device(self.stack), "b", str(os.major(number)), str(os.minor(number)))
 
     def aws(self, service: str):
         import boto3
@@ -186,8 +197,13 @@ def _setup_fakes(host_stack: Stack, fakes: fakes_module.Fakes, relay_password: s
 
 
 @contextlib.contextmanager
-def booted(name: str, *, aws_down: bool = False, acme_failures: int = 0, before_boot=None):
-    """Boot a fresh host from the dev stack's user data; yield a :class:`Host`; remove everything after."""
+def booted(name: str, *, aws_down: bool = False, acme_failures: int = 0, volume_attached: bool = True,
+           before_boot=None):
+    """Boot a fresh host from the dev stack's user data; yield a :class:`Host`; remove everything after.
+
+    ``volume_attached=False``: the mail volume appears only at :meth:`Host.attach_volume`, as on EC2
+    where the volume attachment follows the instance.
+    """
     relay_password = secrets.token_urlsafe(18)
     started = time.monotonic()
     stack = evaluate_dev(relay_password)
@@ -209,9 +225,9 @@ def booted(name: str, *, aws_down: bool = False, acme_failures: int = 0, before_
         loop = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True,
                               check=True).stdout.strip()
         cleanup.callback(subprocess.run, ["losetup", "-d", loop], capture_output=True)
-        device = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{stack.volume_id.replace('-', '')}"
+        device = volume_device(stack)
         machine = Machine(f"msb-{name}-{os.getpid()}", lower, directory / "machine",
-                          network.path(network.host), {loop: device})
+                          network.path(network.host), {loop: device} if volume_attached else {})
         cleanup.callback(machine.remove)
         machine.mount()
         instance = "i-" + secrets.token_hex(8)

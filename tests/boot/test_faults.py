@@ -1,13 +1,13 @@
 """A first boot that meets trouble converges once the causes are gone, with no step by hand.
 
-One host boots while S3 is down, Let's Encrypt keeps failing and something
-else holds port 443; the test only removes those causes, in that order.
+One host boots while S3 is down, its mail volume is not attached yet, Let's
+Encrypt keeps failing and something else holds port 443; the test only
+removes those causes, in that order.
 """
 
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
@@ -32,7 +32,8 @@ def host():
     def occupy_https(host):  # before the boot: another process holds 443 on the host's address
         squatter.append(host.network.call(_occupy_https, namespace=host.network.host))
 
-    with booted("faults", aws_down=True, acme_failures=1000, before_boot=occupy_https) as host:
+    with booted("faults", aws_down=True, acme_failures=1000, volume_attached=False,
+                before_boot=occupy_https) as host:
         host.squatter = squatter[0]
         try:
             yield host
@@ -44,7 +45,15 @@ def test_the_host_keeps_asking_for_its_bundle_while_s3_is_down(host):
     host.machine.wait_for(lambda: host.agent_log().count("not available") >= 2, "two failed bundle fetches", 120)
     assert host.applied() is None
     host.fakes.faults.aws_down = False
-    host.timings["S3 back"] = time.monotonic()
+
+
+def test_nothing_is_written_for_mail_until_the_volume_is_attached(host):
+    host.machine.wait_for(lambda: "not attached yet; retrying next run" in host.agent_log(),
+                          "the agent waiting for the mail volume", 60)
+    assert host.applied() is None
+    assert not host.file("/etc/dovecot/users").exists()
+    host.attach_volume()
+    host.machine.wait_for(lambda: "mounted on /var/mail/vmail" in host.agent_log(), "the volume mounted", 60)
 
 
 def test_mail_ports_work_with_a_logged_self_signed_stand_in_while_acme_fails(host):
