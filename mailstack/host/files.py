@@ -23,6 +23,7 @@ from mailstack.stack.settings import Settings
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MAIL_ROOT = "/var/mail/vmail"
 BUNDLE_FORMAT = 1
+AGENT = "/usr/local/sbin/mailstack-agent"
 
 VMAIL_UID = 5000
 """uid and gid of the ``vmail`` user owning every Maildir (fixed, so Dovecot can pin ``first_valid_uid``)."""
@@ -210,6 +211,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         "mail_volume_id": mail_volume_id,
         "relay": settings.relay.model_dump() if settings.relay else None,
         "relay_password_parameter": relay_password_parameter,
+        "certificate_names": ctx["certificate_names"],
     }
     files = {
         "/etc/mailstack/host.json": HostFile(json.dumps(host_json, indent=2, sort_keys=True) + "\n"),
@@ -225,7 +227,10 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         "/etc/postfix/sender_logins": HostFile("".join(f"{sender} {login}\n" for sender, login in logins)),
         "/etc/systemd/system/postfix@-.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", **ctx)),
         "/etc/systemd/system/dovecot.service.d/mailstack.conf": HostFile(render("host/needs-mail-volume.conf.j2", **ctx)),
-        "/etc/systemd/system/mailstack-certificate.service": HostFile(render("certbot/mailstack-certificate.service.j2", **ctx)),
+        # The host agent ships in the bundle, so the bundle updates it (it replaces itself, then runs).
+        AGENT: HostFile(_host_template("mailstack-agent"), "0755"),
+        "/etc/systemd/system/mailstack-agent.service": HostFile(_host_template("mailstack-agent.service")),
+        "/etc/systemd/system/mailstack-agent.timer": HostFile(_host_template("mailstack-agent.timer")),
         "/etc/letsencrypt/cli.ini": HostFile(render("certbot/cli.ini.j2", **ctx)),
         "/etc/letsencrypt/renewal-hooks/deploy/mailstack-reload": HostFile(render("certbot/deploy-hook.j2", **ctx), "0755"),
         "/etc/apt/apt.conf.d/20auto-upgrades": HostFile(render("apt/20auto-upgrades.j2", **ctx)),
@@ -269,13 +274,24 @@ def bundle_version(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
+def _host_template(name: str) -> str:
+    """A file of ``templates/host/`` as it is (the agent and its units are not Jinja templates)."""
+    return (TEMPLATES / "host" / name).read_text()
+
+
 def user_data(settings: Settings, *, bucket: str, key: str, region: str) -> str:
-    """The EC2 user data: a small cloud-config that installs packages and pulls the bundle."""
+    """The EC2 user data: a small cloud-config that installs the packages and starts the host agent.
+
+    It carries only a bootstrap in place of the agent: its first run installs
+    the agent shipped in the bundle, which from then on updates itself.
+    """
     return render(
         "cloud-init/user-data.yaml.j2",
         host=settings.host.name,
         bootstrap=json.dumps({"bucket": bucket, "key": key, "region": region}, sort_keys=True),
-        pull_script=(TEMPLATES / "host" / "mailstack-pull").read_text(),
+        agent_bootstrap=_host_template("mailstack-agent-bootstrap"),
+        agent_service=_host_template("mailstack-agent.service"),
+        agent_timer=_host_template("mailstack-agent.timer"),
         mail_root=MAIL_ROOT,
         vmail_uid=VMAIL_UID,
     )

@@ -10,6 +10,7 @@ from mailstack.stack.settings import Settings
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AWS account
 _DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+USER_DATA_IGNORED = ["userData"]
 
 
 def debian_ami_filters(architecture: str) -> list[dict]:
@@ -58,8 +59,10 @@ class MailHost(pulumi.ComponentResource):
             user_data_replace_on_change=False,
             disable_api_termination=True,
             tags={"Name": settings.host.name},
-            # A newer Debian image must not replace a running mail host; pin host.ami to move on purpose.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[] if pinned else ["ami"]),
+            # The user data only bootstraps the host agent, which then updates itself from the bundle: an
+            # edit must not stop and start a running mail host (EC2 changes user data only while stopped).
+            # A newer Debian image must not replace it either; pin host.ami to move on purpose.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=USER_DATA_IGNORED + ([] if pinned else ["ami"])),
         )
         self.eip = aws.ec2.Eip(name, domain="vpc", instance=self.instance.id, tags={"Name": settings.host.name}, opts=child)
         self.public_ip = self.eip.public_ip

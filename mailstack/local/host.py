@@ -1,7 +1,7 @@
 """The rendered mail host, run for real on one loopback address: Postfix, Dovecot, OpenDKIM.
 
 The files are exactly those of the config bundle (:func:`render_host_files`),
-laid out by the host's own ``mailstack-pull`` under a temporary root. Only
+laid out by the host's own ``mailstack-agent`` under a temporary root. Only
 the :class:`~mailstack.host.files.Placement` differs from production: the
 root directory, the listen address, log files instead of syslog, and where
 outgoing mail goes. The services run as the same users as on the host, so a
@@ -238,8 +238,8 @@ def _wait_for_ports(address: str, ports, timeout: float) -> list[int]:
 
 
 def _pull_script():
-    """The host's own bundle writer (templates/host/mailstack-pull), loaded as a module."""
-    path = hostfiles.TEMPLATES / "host" / "mailstack-pull"
+    """The host's own bundle writer (templates/host/mailstack-agent), loaded as a module."""
+    path = hostfiles.TEMPLATES / "host" / "mailstack-agent"
     loader = importlib.machinery.SourceFileLoader("mailstack_pull", str(path))
     spec = importlib.util.spec_from_loader("mailstack_pull", loader)
     module = importlib.util.module_from_spec(spec)

@@ -89,10 +89,17 @@ def test_instance_runs_debian_12_of_the_instance_architecture(roster_file):
 
 def test_newer_debian_image_does_not_replace_the_host_unless_pinned(roster_file):
     floating = run(roster_file).one("aws:ec2/instance:Instance")
-    assert floating.options["ignore_changes"] == ["ami"]
+    assert floating.options["ignore_changes"] == ["userData", "ami"]
     pinned = run(roster_file, host={"name": "mail.example.com", "ami": "ami-0123456789abcdef0"})
     instance = pinned.one("aws:ec2/instance:Instance")
-    assert instance.inputs["ami"] == "ami-0123456789abcdef0" and instance.options["ignore_changes"] == []
+    assert instance.inputs["ami"] == "ami-0123456789abcdef0" and instance.options["ignore_changes"] == ["userData"]
+
+
+def test_user_data_edits_never_stop_the_running_host(roster_file):
+    """The user data only bootstraps the agent; the bundle updates it, so Pulumi ignores later edits."""
+    instance = run(roster_file).one("aws:ec2/instance:Instance")
+    assert "userData" in instance.options["ignore_changes"]
+    assert instance.inputs["userDataReplaceOnChange"] is False
 
 
 def test_host_role_may_read_only_its_bundle_and_its_acme_record(evaluation):

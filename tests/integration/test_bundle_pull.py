@@ -1,4 +1,4 @@
-"""The host's mailstack-pull applies the config bundle from S3 (moto's server, real HTTP on loopback)."""
+"""The host's mailstack-agent applies the config bundle from S3 (moto's server, real HTTP on loopback)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mailstack.stack.settings import settings_from_values
 from tests.conftest import stack_values, write_roster
 
 pytestmark = pytest.mark.integration
-PULL = hostfiles.TEMPLATES / "host" / "mailstack-pull"
+PULL = hostfiles.TEMPLATES / "host" / "mailstack-agent"
 
 
 @pytest.fixture(scope="module")
