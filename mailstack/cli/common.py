@@ -35,9 +35,9 @@ ExcludeOption = typer.Option([], "--exclude", help="Leave out folders matching t
 JsonOption = typer.Option(False, "--json", help="Print the report as JSON.")
 
 
-def command(app: typer.Typer, name: str, function: Callable) -> None:
-    """Register ``function`` as ``name``; every command's --help ends with the exit codes."""
-    app.command(name, epilog=EXIT_CODES)(function)
+def command(app: typer.Typer, name: str, function: Callable, exit_codes: str = EXIT_CODES) -> None:
+    """Register ``function`` as ``name``; every command's --help ends with its exit codes."""
+    app.command(name, epilog=exit_codes)(function)
 
 
 def fail(exc: InputError) -> None:
