@@ -76,7 +76,7 @@ class Plain:
 Value = Union[Mx, Srv, Caa, Txt, Plain]
 Key = tuple[str, str, str]  # name, type, Route53 set identifier ("" for a simple record set)
 
-_ESCAPE = re.compile(r"\\(\d{3}|.)")
+_ESCAPE = re.compile(r"\\([0-7]{3}|.)")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 

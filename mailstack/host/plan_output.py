@@ -66,7 +66,7 @@ class PlanText:
             lines.append(f"      why: {change.reason}")
             if change.stand_in:
                 lines.append(f"      stand-in: {change.stand_in}")
-        lines += self._listed("Not the stack's (left alone)", [
+        lines += self._listed("Not the stack's, left alone", [
             f"{r.name} {r.type} (ttl {r.ttl}): {short(', '.join(values_of(r)))}" for r in plan.foreign])
         lines += self._listed("Unchanged", [
             f"{d.records.name} {d.records.type} (ttl {d.records.ttl}): {short(', '.join(values_of(d.records)))}"

@@ -11,11 +11,10 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from mailstack.cli import app
-from tests.conftest import PROJECT, write_roster
+from tests.conftest import PROJECT, moto_server, route53_value, write_roster
 
 pytestmark = pytest.mark.integration
 ADDRESS = "127.0.13.1"  # this file's loopback address (inside 127.0.0.0/8, which lo carries: nothing to add)
@@ -27,13 +26,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = ThreadedMotoServer(ip_address=ADDRESS, port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server(ADDRESS) as url:
+        yield url
 
 
 @pytest.fixture
@@ -77,13 +71,6 @@ def plan_json(*args: str) -> dict:
     result = plan("--format", "json", *args)
     assert result.exit_code in (0, 2), result.output
     return json.loads(result.stdout)
-
-
-def route53_value(rtype: str, value: str) -> str:
-    """A declared value as Route53 serves it: a TXT's ``""``-separated strings quoted one by one."""
-    if rtype == "TXT":
-        return " ".join(f'"{part}"' for part in value.split('""'))
-    return value
 
 
 def change(route53, zone_id: str, changes: list[tuple[str, str, str, int | None, list[str]]]) -> None:
