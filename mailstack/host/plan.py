@@ -301,7 +301,7 @@ def declared(settings: Settings, existing: Mapping[Key, RecordSet], *, host_ip: 
             if have is not None:
                 # The real key is known only to Pulumi: show the served one rather than a change that is not one.
                 values = have.raw
-                stand_in = f"the stack's DKIM key is not known here ({dkim.source}): shown as the zone serves it"
+                stand_in = "the stack's DKIM key is not known here: shown as the zone serves it, not compared"
             else:
                 stand_in = f"DKIM key is {dkim.source}"
         out.append(Desired(record_set(record.name, record.type, record.ttl, values), record.reason, stand_in))

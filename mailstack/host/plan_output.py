@@ -70,7 +70,7 @@ class PlanText:
             f"{r.name} {r.type} (ttl {r.ttl}): {short(', '.join(values_of(r)))}" for r in plan.foreign])
         lines += self._listed("Unchanged", [
             f"{d.records.name} {d.records.type} (ttl {d.records.ttl}): {short(', '.join(values_of(d.records)))}"
-            for d in plan.unchanged])
+            + (f" [stand-in: {d.stand_in}]" if d.stand_in else "") for d in plan.unchanged])
         if plan.notes:
             lines.append("Notes:")
             lines += [f"  {note}" for note in plan.notes]
@@ -127,7 +127,7 @@ class PlanMarkdown:
             out.append("")
         out += self._details(f"{len(plan.unchanged)} unchanged record sets", ["name", "type", "TTL", "value", "why"], [
             [f"`{_cell(d.records.name)}`", d.records.type, str(d.records.ttl), _code(values_of(d.records)),
-             _cell(d.reason)] for d in plan.unchanged])
+             _cell(d.reason) + (f" *(stand-in: {_cell(d.stand_in)})*" if d.stand_in else "")] for d in plan.unchanged])
         out += self._details(f"{len(plan.foreign)} record sets the stack does not own (left alone)",
                              ["name", "type", "TTL", "value"], [
             [f"`{_cell(r.name)}`", r.type, str(r.ttl), _code(values_of(r)[:5])] for r in plan.foreign])

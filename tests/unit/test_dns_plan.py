@@ -141,6 +141,7 @@ def test_a_stand_in_dkim_key_never_shows_a_change_to_a_published_key():
     assert not result.has_changes
     dkim = next(d for d in result.unchanged if d.records.name.startswith("mail._domainkey."))
     assert "not known here" in dkim.stand_in
+    assert "[stand-in: the stack's DKIM key is not known here" in PlanText().render(result, "t")
     created = stack_plan(settings(), [], host_ip=IP, dkim=standin)
     assert next(c for c in created.changes if c.records.name.startswith("mail._domainkey.")).stand_in == \
         "DKIM key is a stand-in derived from the stack name"
