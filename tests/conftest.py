@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,3 +82,24 @@ def pulumi_config(values: dict) -> dict[str, str]:
 @pytest.fixture
 def roster_file(tmp_path: Path) -> Path:
     return write_roster(tmp_path / "roster.csv", 5)
+
+
+@contextlib.contextmanager
+def moto_server(address: str):
+    """moto in server mode on a loopback address (any port): yields its endpoint URL, and is always stopped."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=address, port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def route53_value(rtype: str, value: str) -> str:
+    """A declared value as Route53 serves it (what the provider sends): a TXT's ``""``-separated strings quoted."""
+    if rtype == "TXT":
+        return " ".join(f'"{part}"' for part in value.split('""'))
+    return value

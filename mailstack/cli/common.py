@@ -48,9 +48,9 @@ MapInvalidOption = typer.Option(False, "--map-invalid", help="Map a folder name 
                                 "'john.doe' becomes 'john\u2024doe' (ONE DOT LEADER); listed in the report.")
 
 
-def command(app: typer.Typer, name: str, function: Callable) -> None:
-    """Register ``function`` as ``name``; every command's --help ends with the exit codes."""
-    app.command(name, epilog=EXIT_CODES)(function)
+def command(app: typer.Typer, name: str, function: Callable, exit_codes: str = EXIT_CODES) -> None:
+    """Register ``function`` as ``name``; every command's --help ends with its exit codes."""
+    app.command(name, epilog=exit_codes)(function)
 
 
 def fail(exc: InputError) -> None:

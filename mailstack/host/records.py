@@ -99,6 +99,19 @@ def merge_txt(ours: Iterable[str], existing: Iterable[str]) -> tuple[str, ...]:
     return ours + tuple(kept)
 
 
+def reads_zone(settings: Settings, record: Record) -> bool:
+    """Whether the values declared for ``record`` depend on what the zone holds there now."""
+    return record.type == "TXT" and record.name in settings.domains
+
+
+def declared_values(settings: Settings, record: Record, existing: Iterable[str]) -> tuple[str, ...]:
+    """The values the stack declares for ``record``, given the values the zone serves there now (Route53 form).
+
+    The one rule the Pulumi program and ``mailstack plan`` share.
+    """
+    return merge_txt(record.values, existing) if reads_zone(settings, record) else record.values
+
+
 def mx_for_phase(settings: Settings) -> tuple[tuple[str, ...], int, str]:
     """The MX flip: MX values, TTL and reason of the phase (old server, then the new host)."""
     if settings.phase == "provision":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+
+from mailstack.infra.standins import STANDIN_HOST_IP, standin_key_pair
 
 SECRET_SIG = rpc._special_secret_sig  # marks a secret value in recorded inputs
 SIG_KEY = rpc._special_sig_key
@@ -55,25 +56,13 @@ def _fake_id(kind: str, name: str) -> str:
     return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
 
 
-@functools.lru_cache(maxsize=None)
-def _key_pair(name: str) -> dict:
-    """A real RSA key pair, as pulumi-tls would make it (one per resource name)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return {"privateKeyPem": private, "publicKeyPem": public}
-
-
 class RecordingMocks(pulumi_mocks.Mocks):
     """Mocks that record resources and answer lookups with plausible values."""
 
-    def __init__(self, region: str = "eu-west-1", lookups: dict[str, dict] | None = None):
+    def __init__(self, region: str = "eu-west-1", lookups: dict[str, dict] | None = None,
+                 host_ip: str = STANDIN_HOST_IP):
         self.region = region
+        self.host_ip = host_ip
         self.lookups = lookups or {}
         self.resources: list[Declared] = []
         self.calls: list[tuple[str, dict]] = []
@@ -86,7 +75,7 @@ class RecordingMocks(pulumi_mocks.Mocks):
                   "aws:ec2/securityGroup:SecurityGroup": "sg", "aws:ec2/eip:Eip": "eipalloc"}.get(typ, "id")
         resource_id = _fake_id(prefix, name)
         if typ == "aws:ec2/eip:Eip":
-            state.update(public_ip="203.0.113.25", allocation_id=resource_id)
+            state.update(public_ip=self.host_ip, allocation_id=resource_id)
         elif typ == "aws:s3/bucket:Bucket":
             bucket = args.inputs.get("bucketPrefix", "bucket-") + "20261123000000000000000001"
             resource_id = bucket
@@ -100,7 +89,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
         elif typ == "random:index/randomPassword:RandomPassword":
             state["result"] = hashlib.sha256(name.encode()).hexdigest()[:48]
         elif typ == "tls:index/privateKey:PrivateKey":
-            state.update(_key_pair(name))
+            # Derived from the name (which holds the stack's): the same commit previews the same bundle.
+            state.update(standin_key_pair(name))
         elif typ == "aws:ec2/eipDomainName:EipDomainName":
             state["ptrRecord"] = args.inputs.get("domainName", "") + "."
         return resource_id, state
@@ -201,11 +191,13 @@ def stack_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", secret_keys: list[str] | None = None,
-             region: str = "eu-west-1", lookups: dict[str, dict] | None = None) -> Evaluation:
+             region: str = "eu-west-1", lookups: dict[str, dict] | None = None,
+             host_ip: str = STANDIN_HOST_IP) -> Evaluation:
     """Run the program once under mocks with this config; return what it declared.
 
     ``lookups`` answers provider functions by token, standing in for what
-    exists in the account (an Elastic IP, records in the zone...). Raises
+    exists in the account (an Elastic IP, records in the zone...);
+    ``host_ip`` is the address the host's Elastic IP gets. Raises
     whatever the program raises (``pulumi.RunError`` on bad input).
     """
     from mailstack.infra import program
@@ -213,7 +205,7 @@ def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", s
     # Pulumi's mocks run on the thread's current event loop; an earlier asyncio.run() (a sync in the
     # same process) leaves none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    mocks = RecordingMocks(region, lookups)
+    mocks = RecordingMocks(region, lookups, host_ip)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config, **{"aws:region": region}), secret_keys or [])

@@ -111,10 +111,11 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     shapes = records.desired_records(settings, ip="", dkim=records.Dkim(dkim.selector, ""))
     declared = []
     for record in shapes:
-        values = resolved.apply(lambda by_key, key=record.key: list(by_key[key].values))
-        if record.type == "TXT" and record.name in settings.domains:
-            values = pulumi.Output.all(values, _existing_txt(zone_id, record.name)).apply(
-                lambda args: list(records.merge_txt(args[0], args[1])))
+        if records.reads_zone(settings, record):
+            values = pulumi.Output.all(resolved, _existing_txt(zone_id, record.name)).apply(
+                lambda args, key=record.key: list(records.declared_values(settings, args[0][key], args[1])))
+        else:
+            values = resolved.apply(lambda by_key, key=record.key: list(by_key[key].values))
         declared.append((record, values))
     dns = MailDns(f"{name}-dns", zone_id=zone_id, records=declared,
                   host_name=settings.host.name, allocation_id=host.eip.allocation_id)

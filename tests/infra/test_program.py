@@ -218,9 +218,9 @@ def test_no_plaintext_password_or_hash_outside_a_pulumi_secret(tmp_path):
     import hashlib
     seed_value = hashlib.sha256(seed.name.encode()).hexdigest()[:48]
     plaintexts = {initial_password(seed_value, f"user{n}@example.com") for n in range(0, 20, 2)}
-    from mailstack.infra.offline import _key_pair
+    from mailstack.infra.standins import standin_key_pair
 
-    dkim_private = _key_pair(evaluation.one("tls:index/privateKey:PrivateKey").name)["privateKeyPem"]
+    dkim_private = standin_key_pair(evaluation.one("tls:index/privateKey:PrivateKey").name)["privateKeyPem"]
     plaintexts |= {"relay-secret-value-123", seed_value, dkim_private.splitlines()[1]}
     found_secret = set()
     for resource in evaluation.resources:
