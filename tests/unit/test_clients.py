@@ -235,3 +235,11 @@ def test_bad_options_are_each_named_and_nothing_is_written(tmp_path):
 def test_without_a_switch_date_or_evidence_the_command_asks_for_one(tmp_path):
     result = invoke("--out", str(tmp_path / "o"), "--no-pdf")
     assert result.exit_code == 1 and "give the day the MX moves, --switch-date YYYY-MM-DD" in result.output
+
+
+def test_the_stacks_password_seed_is_an_output_that_preview_shows_only_as_secret():
+    import json
+
+    result = runner.invoke(app, ["preview", "-s", "dev", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outputs"]["password_seed"] == "[secret]"
