@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import socket
 import ssl
-import subprocess
-import tempfile
-import time
 import xml.etree.ElementTree as ET
 from datetime import date
 from pathlib import Path
@@ -17,12 +13,10 @@ import pytest
 
 from mailstack.clients.sheet import sheet_html
 from mailstack.clients.values import mailbox_settings, switch_dates
-from mailstack.host import files as hostfiles, records
-from mailstack.host.files import Placement
-from mailstack.local.loopback import LoopbackAddress
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
 from tests.conftest import require_imap_servers, require_tool, stack_values, write_roster
+from tests.integration.webserver import rendered_web
 from tests.unit.test_clients import autoconfig_servers, autodiscover_protocols
 
 pytestmark = pytest.mark.integration
@@ -43,46 +37,8 @@ def web(tmp_path):
     roster_path = write_roster(tmp_path / "r.csv", 3)
     settings = settings_from_values(stack_values(roster_path), source="t")
     roster = load_roster(roster_path, domains=settings.domains)
-    root = Path(tempfile.mkdtemp(prefix="mailstack-clients-web-"))
-    root.chmod(0o755)  # nginx's workers read as nobody
-    address = LoopbackAddress(ADDRESS)
-    main = root / "nginx.conf"
-    try:
-        files = hostfiles.render_host_files(settings, roster, password_seed="s" * 48, mail_volume_id="vol-0123456789abcdef0",
-                                            placement=Placement(root=str(root), address=ADDRESS))
-        for path, file in files.items():
-            if "nginx" in path or path.startswith("/var/www"):
-                target = root / path.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(file.content)
-        live = root / "etc/letsencrypt/live" / settings.host.name
-        live.mkdir(parents=True)
-        names = ",".join(f"DNS:{name}" for name in records.certificate_names(settings))
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", live / "privkey.pem",
-                        "-out", live / "fullchain.pem", "-days", "2", "-subj", f"/CN={settings.host.name}",
-                        "-addext", f"subjectAltName={names}"], check=True, capture_output=True)
-        main.write_text(f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nevents {{}}\nhttp {{\n"
-                        f"    include /etc/nginx/mime.types;\n    access_log off;\n"
-                        f"    client_body_temp_path {root}/body;\n    proxy_temp_path {root}/proxy;\n"
-                        f"    include {root}/etc/nginx/conf.d/*.conf;\n}}\n")
-        check = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        address.add()
-        subprocess.run(["nginx", "-c", str(main)], check=True, capture_output=True)
-        for _ in range(100):
-            if (root / "nginx.pid").exists():
-                break
-            time.sleep(0.05)
-        yield settings, roster, live / "fullchain.pem"
-    finally:
-        if (root / "nginx.pid").exists():
-            subprocess.run(["nginx", "-c", str(main), "-s", "stop"], capture_output=True)
-            for _ in range(100):
-                if not (root / "nginx.pid").exists():
-                    break
-                time.sleep(0.05)
-        address.remove()
-        shutil.rmtree(root, ignore_errors=True)
+    with rendered_web(settings, roster, ADDRESS) as (_, cert):
+        yield settings, roster, cert
 
 
 def https(name: str, cert: Path) -> http.client.HTTPSConnection:

@@ -23,6 +23,7 @@ from mailstack.stack.roster import readers
 from mailstack.stack.roster.columns import _header_key
 from mailstack.stack.roster.model import GeneratePassword, PasswordHash
 from mailstack.stack.roster.rows import CheckedRow, Table, validate_rows
+from mailstack.sync.accounts import COLUMNS, Account
 
 SOURCE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "source_user": ("old_address", "source_user", "source_address", "old_account",
@@ -120,18 +121,7 @@ def _verifies(password: str, hashed: PasswordHash) -> bool | None:
     return None if handler is None else handler.verify(password, hashed.value)
 
 
-@dataclass(frozen=True)
-class AccountRow:
-    """One line of the accounts file; passwords never in its repr."""
-
-    source_user: str
-    source_password: str = field(repr=False)
-    target_user: str
-    target_password: str = field(repr=False)
-    where: str
-
-
-def _account(checked: CheckedRow, cells: dict[str, str], seed: str | None) -> tuple[AccountRow | None, str | None]:
+def _account(checked: CheckedRow, cells: dict[str, str], seed: str | None) -> tuple[Account | None, str | None]:
     """A row's accounts line, or why it cannot have one."""
     from mailstack.stack.passwords import SEED_ENV, initial_password
 
@@ -156,12 +146,12 @@ def _account(checked: CheckedRow, cells: dict[str, str], seed: str | None) -> tu
     source_user = cells.get("source_user") or address
     if any(ch.isspace() for ch in source_user):
         return None, f"old address {source_user!r} holds a space"
-    return AccountRow(source_user, old_password or new_password, address, new_password, checked.row.where), None
+    return Account(source_user, old_password or new_password, address, new_password, checked.row.where), None
 
 
 def accounts_from_sheet(path: str | Path, columns: SourceColumns = SourceColumns(), *,
                         domains: Iterable[str] | None = None, default_quota: str = "1G",
-                        seed: str | None = None) -> tuple[list[AccountRow], list[Problem]]:
+                        seed: str | None = None) -> tuple[list[Account], list[Problem]]:
     """The accounts file's lines from the operator's sheet, and every problem of every row (file and line)."""
     sheet = read_sheet(path, columns)
     checked, problems = validate_rows(sheet.table, domains=domains, default_quota=default_quota, plaintext_ok=True)
@@ -185,10 +175,8 @@ def accounts_from_sheet(path: str | Path, columns: SourceColumns = SourceColumns
     return rows, problems
 
 
-def accounts_csv(rows: list[AccountRow]) -> str:
+def accounts_csv(rows: list[Account]) -> str:
     """The accounts file's text: the header mailstack sync reads, then one line per mailbox."""
-    from mailstack.sync.accounts import COLUMNS
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
