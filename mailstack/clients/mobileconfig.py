@@ -23,7 +23,8 @@ def _identifier(domain: str) -> str:
 
 def mobileconfig(values: MailboxSettings, *, with_password: bool = False) -> bytes:
     """The profile of one mailbox as an XML plist; the password only with ``with_password`` (and when known)."""
-    base = f"{_identifier(values.domain)}.{values.address}"
+    # Reverse-DNS identifiers hold no '@'.
+    base = f"{_identifier(values.domain)}.{values.address.replace('@', '.at.')}"
     incoming, outgoing = values.incoming, values.outgoing[0]
     mail = {
         "PayloadType": "com.apple.mail.managed",

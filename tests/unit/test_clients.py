@@ -243,3 +243,16 @@ def test_the_stacks_password_seed_is_an_output_that_preview_shows_only_as_secret
     result = runner.invoke(app, ["preview", "-s", "dev", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["outputs"]["password_seed"] == "[secret]"
+
+
+def test_the_switch_date_defaults_to_the_day_the_new_mx_was_first_served(tmp_path, monkeypatch):
+    from tests.unit.test_cli import example_project
+
+    project = example_project(tmp_path)
+    (project / "stacks" / "evidence").mkdir()
+    (project / "stacks" / "evidence" / "dev.json").write_text('{"new_mx_first_seen_at": "2027-02-03T23:30:00+00:00"}')
+    monkeypatch.chdir(project)
+    result = invoke("--out", str(tmp_path / "o"), "--no-pdf", "--only", "ops@example.com")
+    assert result.exit_code == 0, result.output
+    assert "switch 2027-02-03, old accounts kept until 2027-02-17" in result.output
+    assert "Wednesday 3 February 2027" in (tmp_path / "o" / "ops@example.com.en.html").read_text()
