@@ -256,3 +256,10 @@ def test_the_switch_date_defaults_to_the_day_the_new_mx_was_first_served(tmp_pat
     assert result.exit_code == 0, result.output
     assert "switch 2027-02-03, old accounts kept until 2027-02-17" in result.output
     assert "Wednesday 3 February 2027" in (tmp_path / "o" / "ops@example.com.en.html").read_text()
+
+
+def test_without_chromium_the_command_says_what_to_install_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on this PATH
+    result = invoke("--out", str(tmp_path / "o"), "--switch-date", "2027-01-15")
+    assert result.exit_code == 1 and "apt-get install chromium" in result.output and "--no-pdf" in result.output
+    assert not (tmp_path / "o").exists()

@@ -20,7 +20,7 @@ from typing import Iterable
 
 from mailstack.problems import Problem
 from mailstack.stack.roster import readers
-from mailstack.stack.roster.columns import _header_key
+from mailstack.stack.roster.columns import _header_key, unknown_column
 from mailstack.stack.roster.model import GeneratePassword, PasswordHash
 from mailstack.stack.roster.rows import CheckedRow, Table, validate_rows
 from mailstack.sync.accounts import COLUMNS, Account
@@ -48,6 +48,7 @@ class Sheet:
     table: Table
     source_cells: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     problems: list[Problem] = field(default_factory=list)
+    has_source_columns: bool = False
 
 
 def _grid(path: Path) -> list[tuple[str, list[str]]]:
@@ -92,24 +93,27 @@ def _source_indexes(headers: list[str], where: str, wanted: SourceColumns) -> tu
 
 
 def read_sheet(path: str | Path, columns: SourceColumns = SourceColumns()) -> Sheet:
-    """Read the operator's sheet (.csv, .xlsx; a .yaml roster has no old-server columns)."""
+    """Read the operator's sheet (.csv, .xlsx; a .yaml roster has no old-server columns).
+
+    The roster's columns are read by the roster reader itself, with all its
+    checks; only the old server's cells are read here, and the reader's
+    "unknown column" problems for them are dropped.
+    """
     path = Path(path)
-    if path.suffix.lower() not in (".csv", ".xlsx"):
-        return Sheet(readers.read_table(path))
+    table = readers.read_table(path)
+    if path.suffix.lower() not in (".csv", ".xlsx") or not table.rows:
+        return Sheet(table)
     try:
         grid = _grid(path)
-    except Exception:  # unreadable: the roster reader says why, in its words
-        return Sheet(readers.read_table(path))
-    if not grid:
-        return Sheet(readers.read_table(path))
+    except Exception:  # read by the roster reader but not here: say so rather than guess the old cells
+        return Sheet(table, problems=[Problem(str(path), "the old server's columns cannot be read")])
     header_where, headers = grid[0]
     indexes, problems = _source_indexes(headers, header_where, columns)
-    dropped = set(indexes.values())
-    kept = [(where, [c for i, c in enumerate(cells) if i not in dropped]) for where, cells in grid]
+    known = {Problem(header_where, unknown_column(headers[i].strip())) for i in indexes.values()}
+    table.problems = [p for p in table.problems if p not in known]
     source_cells = {where: {name: (cells[i].strip() if i < len(cells) else "") for name, i in indexes.items()}
                     for where, cells in grid[1:]}
-    empty = "the file is empty: its first row must be the header, e.g. address,password,quota"
-    return Sheet(readers._grid_table(str(path), kept, empty), source_cells, problems)
+    return Sheet(table, source_cells, problems, bool(indexes))
 
 
 def _verifies(password: str, hashed: PasswordHash) -> bool | None:
@@ -162,7 +166,12 @@ def accounts_from_sheet(path: str | Path, columns: SourceColumns = SourceColumns
         where = values.row.where
         if values.address is None or where in bad:
             continue
-        row, problem = _account(values, sheet.source_cells.get(where, {}), seed)
+        cells = sheet.source_cells.get(where)
+        if cells is None and sheet.has_source_columns:
+            # Never fall back to "same as new" for a row whose old cells were not found.
+            problems.append(Problem(where, "the old server's cells of this row cannot be found"))
+            continue
+        row, problem = _account(values, cells or {}, seed)
         if problem:
             problems.append(Problem(where, problem))
             continue
