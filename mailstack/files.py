@@ -69,3 +69,16 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def work_tree_of(path: Path) -> Path | None:
+    """The git work tree ``path`` is (or would be) inside, or None.
+
+    For files that must never be committed: a ``.git`` directory, or a
+    ``.git`` file as in a linked worktree, marks the top of a work tree.
+    """
+    here = Path(path).expanduser().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jinja2
 
+from mailstack.clients.autodiscover import autodiscover_xml
+from mailstack.clients.values import mail_servers
 from mailstack.host import records
 from mailstack.stack.passwords import initial_password_hash
 from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
@@ -183,6 +185,7 @@ def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SE
         "web_names": web_names,
         "web_listen": [placement.address] if placement.address else ["*", "[::]"],
         "certificate_names": web_names,
+        "servers": mail_servers(host),
     }
 
 
@@ -246,6 +249,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         files["/etc/nginx/conf.d/mailstack.conf"] = HostFile(render("nginx/mailstack.conf.j2", **ctx))
         files["/var/www/mailstack/.well-known/mta-sts.txt"] = HostFile(records.mta_sts_policy(settings))
         files["/var/www/mailstack/mail/config-v1.1.xml"] = HostFile(render("nginx/config-v1.1.xml.j2", **ctx))
+        files["/var/www/mailstack/autodiscover/autodiscover.xml"] = HostFile(autodiscover_xml(ctx["servers"]))
     return files
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailstack.infra.offline import Evaluation, is_secret, reveal
+from mailstack.infra.program import SECRET_OUTPUTS
 
 
 def _plain(value):
@@ -58,7 +59,8 @@ def summary(evaluation: Evaluation) -> dict:
             {"type": short_type(r.type), "name": r.name, "detail": _detail(r.type, r.inputs, r.options)}
             for r in sorted(resources, key=lambda r: (r.type, r.name))
         ],
-        "outputs": evaluation.outputs,
+        # Secret outputs are shown as Pulumi shows them without --show-secrets.
+        "outputs": {k: "[secret]" if k in SECRET_OUTPUTS else v for k, v in evaluation.outputs.items()},
         "facts": {
             "open_ports": sorted(int(rule["fromPort"]) for rule in group.inputs.get("ingress", [])),
             "user_data_bytes": len(instance.inputs["userData"].encode()),

@@ -23,8 +23,13 @@ from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
 from mailstack.migration.evidence import Evidence, evidence_path, load_evidence
 from mailstack.problems import InputError, Problem
+from mailstack.stack.passwords import SEED_LENGTH
 from mailstack.stack.roster import Roster, load_roster
 from mailstack.stack.settings import NAMESPACE, Settings, settings_from_pulumi
+
+
+SECRET_OUTPUTS = ("password_seed",)
+"""Outputs stored as Pulumi secrets: read them with ``pulumi stack output NAME --show-secrets``."""
 
 
 def load_inputs(project_dir: Path) -> tuple[Settings, Roster, pulumi.Output[str] | None]:
@@ -73,7 +78,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     region = aws.get_region_output().region
     zone_id = aws.route53.get_zone_output(name=settings.zone, private_zone=False).zone_id
 
-    seed = random.RandomPassword(f"{name}-password-seed", length=48, special=False)
+    seed = random.RandomPassword(f"{name}-password-seed", length=SEED_LENGTH, special=False)
     dkim_key = tls.PrivateKey(f"{name}-dkim", algorithm="RSA", rsa_bits=2048)
     dkim = records.Dkim(hostfiles.DKIM_SELECTOR, dkim_key.public_key_pem.apply(records.dkim_value))
     parameters = []
@@ -139,6 +144,8 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         "reverse_dns": dns.reverse.domain_name,
         "dkim_selector": dkim.selector,
         "dkim_public_key": dkim_key.public_key_pem.apply(records.dkim_public_key),
+        # A secret output, for `mailstack clients` to print generated initial passwords on the sheets.
+        "password_seed": pulumi.Output.secret(seed.result),
         "next_step": lifecycle.next_step(settings, stack, evidence),
         "old_server": old_server.status if old_server else f"{settings.old_server.host} is not in this AWS account",
     }

@@ -16,10 +16,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 # No 0/O, 1/l/I: the password is read off a settings sheet by a person.
 _ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 20
+
+SEED_LENGTH = 48
+"""The stack's seed: a Pulumi RandomPassword of 48 letters and digits, exported as the secret output ``password_seed``."""
+
+SEED_ENV = "MAILSTACK_PASSWORD_SEED"
+
+
+def seed_problem(seed: str) -> str | None:
+    """Why ``seed`` cannot be the stack's password seed, or None (guards against "[secret]" and truncated copies)."""
+    if re.fullmatch(rf"[A-Za-z0-9]{{{SEED_LENGTH}}}", seed):
+        return None
+    return (f"{SEED_ENV} must be the stack's seed ({SEED_LENGTH} letters and digits; got {len(seed)} characters): "
+            f"{SEED_ENV}=$(pulumi stack output password_seed --show-secrets -s ENV)")
 
 
 def _mac(seed: str, purpose: str, address: str, version: int) -> bytes:

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import socket
 import ssl
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-from mailstack.host import files as hostfiles, records
-from mailstack.host.files import Placement
-from mailstack.local.loopback import LoopbackAddress
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
 from tests.conftest import require_imap_servers, require_tool, stack_values, write_roster
+from tests.integration.webserver import rendered_web
 
 pytestmark = pytest.mark.integration
 
@@ -32,55 +25,8 @@ def nginx(tmp_path):
     require_imap_servers()  # root, for the loopback address and ports 80/443
     settings = settings_from_values(stack_values(tmp_path / "r.csv"), source="t")
     roster = load_roster(write_roster(tmp_path / "r.csv", 3), domains=settings.domains)
-    # nginx's workers run as nobody: the root must be readable by others, unlike pytest's tmp_path.
-    root = Path(tempfile.mkdtemp(prefix="mailstack-web-"))
-    root.chmod(0o755)
-    files = hostfiles.render_host_files(settings, roster, password_seed="s" * 48, mail_volume_id="vol-0123456789abcdef0",
-                                        placement=Placement(root=str(root), address=ADDRESS))
-    for path, file in files.items():
-        if "nginx" in path or path.startswith("/var/www"):
-            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            (root / path.lstrip("/")).write_text(file.content)
-    live = root / "etc/letsencrypt/live" / settings.host.name
-    live.mkdir(parents=True)
-    names = ",".join(f"DNS:{name}" for name in records.certificate_names(settings))
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", live / "privkey.pem",
-                    "-out", live / "fullchain.pem", "-days", "2", "-subj", f"/CN={settings.host.name}",
-                    "-addext", f"subjectAltName={names}"], check=True, capture_output=True)
-    # Debian's nginx.conf includes conf.d/*.conf; this one does the same with paths under the root.
-    main = root / "nginx.conf"
-    main.write_text(f"""pid {root}/nginx.pid;
-error_log {root}/error.log;
-events {{}}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    include {root}/etc/nginx/conf.d/*.conf;
-}}
-""")
-    check = subprocess.run(["nginx", "-t", "-c", str(main)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-    address = LoopbackAddress(ADDRESS)
-    address.add()
-    try:
-        subprocess.run(["nginx", "-c", str(main)], check=True, capture_output=True)
-        try:
-            for _ in range(100):
-                if (root / "nginx.pid").exists():
-                    break
-                time.sleep(0.05)
-            yield settings, files, live / "fullchain.pem"
-        finally:
-            subprocess.run(["nginx", "-c", str(main), "-s", "stop"], capture_output=True)
-            for _ in range(100):
-                if not (root / "nginx.pid").exists():
-                    break
-                time.sleep(0.05)
-    finally:
-        address.remove()
-        shutil.rmtree(root, ignore_errors=True)
+    with rendered_web(settings, roster, ADDRESS) as (files, cert):
+        yield settings, files, cert
 
 
 def get(connection: http.client.HTTPConnection, host: str, path: str) -> http.client.HTTPResponse:

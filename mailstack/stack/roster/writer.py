@@ -14,8 +14,8 @@ import yaml
 from mailstack.files import write_private
 from mailstack.inputs import excel_safe
 from mailstack.problems import InputError, Problem
-from mailstack.stack.roster.readers import read_table
 from mailstack.stack.roster.rows import Cell, CheckedRow, is_blank, validate_rows
+from mailstack.stack.roster.sheet import read_sheet
 
 
 _WRITABLE = (".csv", ".yaml", ".yml")
@@ -104,7 +104,8 @@ def hash_roster(
     ``generate`` are kept. ``dest`` (.csv, or .yaml/.yml) is written
     atomically with mode 0600, with the source's columns and values and
     ``{SHA512-CRYPT}`` hashes (rounds=5000, Dovecot's default) in place of
-    the passwords. Everything but the passwords is validated as by
+    the passwords; the old server's columns of the operator's sheet (see
+    :mod:`.sheet`) are left out. Everything but the passwords is validated as by
     :func:`load_roster`; on any problem nothing is written and
     :class:`InputError` lists them all. Refuses to write over ``src``, and
     over an existing ``dest`` unless ``overwrite``. Returns how many
@@ -112,7 +113,7 @@ def hash_roster(
     """
     src_path, dest_path = Path(src), Path(dest)
     hasher = _hasher(scheme, rounds)
-    table = read_table(src_path)
+    table = read_sheet(src_path).table
     checked, problems = validate_rows(table, domains=domains, default_quota=default_quota, plaintext_ok=True)
     problems += _dest_problems(src_path, dest_path, overwrite)
     if problems:
