@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.cli import backup, local, roster, stack, status, sync, verify
+from mailstack.cli import backup, local, rehearse, roster, stack, status, sync, verify
 
 app = typer.Typer(help="Move an organisation's mail to a new mail host on AWS, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-for group in (stack, roster, local, sync, backup, verify, status):
+for group in (rehearse, stack, roster, local, sync, backup, verify, status):
     group.register(app)
 
 

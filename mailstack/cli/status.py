@@ -40,7 +40,7 @@ def status(
     """Where the migration stands: MX propagation, mail still reaching the old server, the overlap clock."""
     from mailstack.migration.evidence import evidence_path, load_evidence, save_evidence
     from mailstack.stack.settings import load_stack_file
-    from mailstack.migration.status import assess, authoritative_answers, now_utc, old_server_activity, resolver_answers
+    from mailstack.migration.status import measure, now_utc
 
     try:
         stack_file = load_stack_file(stack)
@@ -50,16 +50,13 @@ def status(
         logins = _old_server_logins(accounts) if accounts else []
     except InputError as exc:
         fail(exc)
-    now = now_utc()
-    answers = [a for d in settings.domains for a in authoritative_answers(settings.zone, d, dns_server)]
-    answers += [a for d in settings.domains for a in resolver_answers(d, resolver)]
-    since = evidence.new_mx_first_seen_at if evidence and evidence.new_mx_first_seen_at else None
-    activity = old_server_activity(settings.old_server.imap, logins, since, str(cafile) if cafile else None) if since and logins else []
-    report = assess(settings, evidence, answers, activity, now)
+    report = measure(settings, evidence, now_utc(), dns_server=dns_server, resolvers=resolver, logins=logins,
+                     cafile=str(cafile) if cafile else None)
     if record:
         save_evidence(path, report.evidence)
     _print_status(out, stack, report, as_json, recorded=path if record else None)
-    raise typer.Exit(0 if all(not a.error for a in answers) and all(not a.error for a in activity) else EXIT_PROBLEMS)
+    observed = all(not a.error for a in report.answers) and all(not a.error for a in report.activity)
+    raise typer.Exit(0 if observed else EXIT_PROBLEMS)
 
 
 def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None) -> None:

@@ -64,7 +64,7 @@ def sync(
     """
     from mailstack.sync.engine import SyncOptions, run_sync
     from mailstack.sync.plan import since_day
-    from mailstack.sync.report import error_lines, report_json, report_table
+    from mailstack.sync.report import differences, error_lines, report_json, report_table
 
     source_server, target_server, roster_addresses, stack_file = endpoints(stack, source, target, cafile)
     try:
@@ -95,11 +95,6 @@ def sync(
         raise typer.Exit(EXIT_PROBLEMS)
     if not all(r.in_sync for r in results):
         raise typer.Exit(EXIT_FAILED)
-
-
-def differences(results) -> int:
-    """What a sync found to do: copies, flag updates, and mailboxes it could not bring in sync."""
-    return sum(r.total("copied") + r.total("flag_updates") + (0 if r.in_sync else 1) for r in results)
 
 
 class _RichProgress:

@@ -155,12 +155,9 @@ def verify(
 def _record_verification(stack_file, host_name: str, address: str | None, results) -> Path:
     from datetime import datetime, timezone
 
-    from mailstack.migration.evidence import Verification, evidence_path, record
+    from mailstack.migration.evidence import evidence_path, record, verification_of
 
-    certificate = next(r for r in results if r.check == "certificate")
     ip = address or socket.gethostbyname(host_name)
     path = evidence_path(stack_file.project_dir, stack_file.env)
-    record(path, verification=Verification(at=datetime.now(timezone.utc), host_name=host_name, host_ip=ip,
-                                            certificate_sha256=certificate.facts["sha256"],
-                                            checks=[r.check for r in results]))
+    record(path, verification=verification_of(results, host_name, ip, datetime.now(timezone.utc)))
     return path

@@ -69,6 +69,13 @@ def save_evidence(path: Path, evidence: Evidence) -> None:
     write_file(path, evidence.model_dump_json(indent=2, exclude_none=True) + "\n", mode=0o644)
 
 
+def verification_of(results, host_name: str, host_ip: str, at) -> Verification:
+    """The evidence of a passing verify run: when, which host and address, its certificate, every check run."""
+    certificate = next(r for r in results if r.check == "certificate")
+    return Verification(at=at, host_name=host_name, host_ip=host_ip, certificate_sha256=certificate.facts["sha256"],
+                        checks=[r.check for r in results])
+
+
 def record(path: Path, **parts) -> Evidence:
     """Merge measured parts into the evidence file (other parts are kept) and return the result."""
     evidence = (load_evidence(path) or Evidence()).model_copy(update=parts)

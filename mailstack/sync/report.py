@@ -10,6 +10,11 @@ from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
 
+def differences(results: Sequence[MailboxResult]) -> int:
+    """What a sync found to do: copies, flag updates, and mailboxes it could not bring in sync."""
+    return sum(r.total("copied") + r.total("flag_updates") + (0 if r.in_sync else 1) for r in results)
+
+
 def report_json(results: Sequence[MailboxResult], problems: Sequence[Problem], *, dry_run: bool) -> dict:
     """The report as data (``--json``)."""
     return {"dry_run": dry_run, "in_sync": not problems and all(r.in_sync for r in results),

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS folders (
   done_validity INTEGER, done_next INTEGER, done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS messages (
   source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unpaired (
+  source TEXT, target_uid INTEGER, PRIMARY KEY (source, target_uid)) WITHOUT ROWID;
 """
 
 
@@ -50,11 +52,13 @@ class SyncState:
         synced = {uid: (target, _flags(flags)) for uid, target, flags in self._db.execute(
             "SELECT source_uid, target_uid, flags FROM messages WHERE source = ?", (folder,))}
         complete = (row[3], row[4], row[5], row[6]) if row[7] else None
-        return FolderState(row[0], row[1], synced, row[2], complete)
+        unpaired = {uid for (uid,) in self._db.execute("SELECT target_uid FROM unpaired WHERE source = ?", (folder,))}
+        return FolderState(row[0], row[1], synced, row[2], complete=complete, unpaired=unpaired)
 
     def reset(self, folder: str, state: FolderState) -> None:
         """Start a folder afresh (UIDVALIDITY changed on a side)."""
         self._db.execute("DELETE FROM messages WHERE source = ?", (folder,))
+        self._db.execute("DELETE FROM unpaired WHERE source = ?", (folder,))
         self.save(folder, state)
 
     def save(self, folder: str, state: FolderState) -> None:
@@ -63,6 +67,13 @@ class SyncState:
                          (folder, state.source_uidvalidity, state.target_uidvalidity, state.target_seen,
                           *done, int(state.complete is not None)))
         self._db.commit()
+
+    def set_unpaired(self, folder: str, state: FolderState, uids: set[int]) -> None:
+        """Replace the folder's target-only messages (see :attr:`FolderState.unpaired`)."""
+        state.unpaired = set(uids)
+        self._db.execute("DELETE FROM unpaired WHERE source = ?", (folder,))
+        self._db.executemany("INSERT INTO unpaired VALUES (?, ?)", [(folder, uid) for uid in sorted(uids)])
+        self.save(folder, state)
 
     def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]]) -> None:
         """Remember copied (or recognised, or re-flagged) messages, in memory and on disk, in one commit."""
