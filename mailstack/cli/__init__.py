@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.cli import backup, clients, local, plan, roster, stack, status, sync, verify
+from mailstack.cli import backup, clients, local, plan, rehearse, roster, stack, status, sync, verify
 
 app = typer.Typer(help="Move an organisation's mail to a new mail host on AWS, safely.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-for group in (stack, plan, roster, local, sync, backup, verify, status, clients):
+for group in (rehearse, stack, plan, roster, local, sync, backup, verify, status, clients):
     group.register(app)
 
 

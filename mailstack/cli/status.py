@@ -46,7 +46,7 @@ def status(
     """Where the migration stands: MX propagation, mail still reaching the old server, the overlap clock, and after
     a rollback the mail waiting on the new host."""
     from mailstack.migration.evidence import evidence_path, load_evidence, save_evidence
-    from mailstack.migration.status import assess, authoritative_answers, now_utc, old_server_activity, resolver_answers
+    from mailstack.migration.status import measure, now_utc
 
     stack_file, roster = load_stack(stack)
     settings = stack_file.settings
@@ -56,18 +56,15 @@ def status(
         account_rows = _read_accounts(accounts) if accounts else []
     except InputError as exc:
         fail(exc)
-    now = now_utc()
-    answers = [a for d in settings.domains for a in authoritative_answers(settings.zone, d, dns_server)]
-    answers += [a for d in settings.domains for a in resolver_answers(d, resolver)]
-    since = evidence.new_mx_first_seen_at if evidence and evidence.new_mx_first_seen_at else None
     logins = [(a.source_user, a.source_password, a.target_user) for a in account_rows]
-    activity = old_server_activity(settings.old_server.imap, logins, since, str(cafile) if cafile else None) if since and logins else []
-    report = assess(settings, evidence, answers, activity, now, roster=[m.address for m in roster])
+    report = measure(settings, evidence, now_utc(), dns_server=dns_server, roster=[m.address for m in roster],
+                     resolvers=resolver, logins=logins, cafile=str(cafile) if cafile else None)
     waiting = _waiting_on_new_host(settings, account_rows, report, new_host, cafile)
     if record:
         save_evidence(path, report.evidence)
     _print_status(out, stack, report, as_json, recorded=path if record else None, waiting=waiting)
-    failed = [a for a in answers if a.error] + [a for a in activity if a.error] + [w for w in waiting if w.errors]
+    failed = ([a for a in report.answers if a.error] + [a for a in report.activity if a.error]
+              + [w for w in waiting if w.errors])
     raise typer.Exit(EXIT_PROBLEMS if failed else 0)
 
 

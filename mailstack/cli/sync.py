@@ -172,17 +172,6 @@ def _carry_uidls(accounts, results, source, target, pop_server, pop_users, optio
     return carry_all(chosen, source, target, pop_server, options.state_dir, jobs) if chosen else []
 
 
-def differences(results) -> int:
-    """What a sync found to do: copies, flag updates and repairs, and mailboxes it could not bring in sync."""
-    return sum(mailbox_differences(r) for r in results)
-
-
-def mailbox_differences(result) -> int:
-    """What a sync found to do in one mailbox (1 more when it did not end in sync)."""
-    return (result.total("copied") + result.total("flag_updates") + result.total("flags_repaired")
-            + (0 if result.in_sync else 1))
-
-
 def partial_scope(include: list[str], since: Optional[str], max_age: Optional[int]) -> str | None:
     """Why a run does not cover whole mailboxes (a final sync must), or None."""
     left_out = [f"--include {' '.join(include)}"] if include and include != ["*"] else []
@@ -195,17 +184,10 @@ def _record(stack_file, results, problems, *, reverse: bool, partial: str | None
     """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time."""
     from datetime import datetime, timezone
 
-    from mailstack.migration.evidence import FinalSync, MailboxSync
+    from mailstack.migration.evidence import sync_coverage
 
-    now = datetime.now(timezone.utc)
-    covered = {(r.source_user if reverse else r.target_user).lower():
-               MailboxSync(at=now, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
-               for r in results}
-    if reverse:
-        record_evidence(stack_file, reverse_synced=covered)
-    else:
-        record_evidence(stack_file, synced=covered,
-                        final_sync=FinalSync(at=now, differences=differences(results) + len(problems)))
+    record_evidence(stack_file, **sync_coverage(results, len(problems), datetime.now(timezone.utc), reverse=reverse,
+                                                partial=partial))
 
 
 class _RichProgress:

@@ -158,15 +158,9 @@ def verify(
 def _record_verification(stack_file, host_name: str, address: str | None, results) -> Path:
     from datetime import datetime, timezone
 
-    from mailstack.migration.evidence import Verification, evidence_path, record
+    from mailstack.migration.evidence import evidence_path, record, verification_of
 
-    from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
-
-    certificate = next(r for r in results if r.check == "certificate")
-    compared = next((r.facts.get("addresses", []) for r in results if r.check == MAILBOX_CHECK), [])
     ip = address or socket.gethostbyname(host_name)
     path = evidence_path(stack_file.project_dir, stack_file.env)
-    record(path, verification=Verification(at=datetime.now(timezone.utc), host_name=host_name, host_ip=ip,
-                                            certificate_sha256=certificate.facts["sha256"],
-                                            checks=[r.check for r in results], mailboxes=compared))
+    record(path, verification=verification_of(results, host_name, ip, datetime.now(timezone.utc)))
     return path

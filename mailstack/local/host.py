@@ -304,6 +304,13 @@ def new_dkim_key() -> str:
     return result.stdout
 
 
+def public_key_pem(private_key_pem: str) -> str:
+    """The public half (PEM) of a private key, as DNS publishes it for DKIM."""
+    result = subprocess.run(["openssl", "pkey", "-pubout"], input=private_key_pem, capture_output=True, text=True,
+                            check=True)
+    return result.stdout
+
+
 def start(settings: Settings, roster: Roster, *, address: str, password_seed: str,
           dkim_private_key: str | None = None, relayhost: str | None = None) -> LocalHost:
     """Start the rendered host on ``address`` (standard ports) under a new temporary root.

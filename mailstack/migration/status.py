@@ -266,5 +266,24 @@ def _arrival(internaldate: str) -> datetime:
     return datetime.fromtimestamp(internaldate_epoch(internaldate), timezone.utc)
 
 
+def measure(settings: Settings, evidence: Evidence | None, now: datetime, *, dns_server: str | None,
+            roster: Collection[str], resolvers: list[str] = (), logins: list[tuple[str, str, str]] = (),
+            old_server: Endpoint | None = None, cafile: str | None = None) -> StatusReport:
+    """Everything `mailstack status` looks at, asked of the live servers, assessed at ``now``.
+
+    The MX of every domain from every authoritative server of the zone (and the
+    given resolvers); after the cutover, mail that reached the old server
+    (``old_server``: default the stack's ``old_server.imap``), per login
+    ``(user, password, roster address)``.
+    """
+    answers = [a for d in settings.domains for a in authoritative_answers(settings.zone, d, dns_server)]
+    answers += [a for d in settings.domains for a in resolver_answers(d, list(resolvers))]
+    since = evidence.new_mx_first_seen_at if evidence and evidence.new_mx_first_seen_at else None
+    activity = []
+    if since and logins:
+        activity = old_server_activity(old_server or settings.old_server.imap, list(logins), since, cafile)
+    return assess(settings, evidence, answers, activity, now, roster=roster)
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)

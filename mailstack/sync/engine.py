@@ -338,7 +338,7 @@ class _MailboxRun:
             asked = [m.uid for m in new]
             new = await src.list_messages(asked, details=True)
             result.errors += plan.unanswered(asked, new, "listed by the source, then not answered (deleted meanwhile?)")
-        if new and target_exists and target_status.uidnext - 1 > state.target_seen:
+        if new and target_exists and (target_status.uidnext - 1 > state.target_seen or state.unpaired):
             recognised = await self.recognise(folder, state, new, listed)
             new = [m for m in new if m.uid not in recognised]
         changes = plan.flag_changes(listed, state)
@@ -376,10 +376,18 @@ class _MailboxRun:
 
     async def recognise(self, folder: FolderPlan, state: FolderState, new: list[Listed],
                         listed: list[Listed]) -> set[int]:
-        """Source UIDs already on the target without a state entry (an interrupted run, a lost state file)."""
+        """Source UIDs already on the target without a state entry.
+
+        An interrupted run, a lost state file, or a message that reached the
+        target first and the source later (a rollback's reverse sync): target
+        messages never examined, and those examined that were no copy, are
+        compared with the new source messages.
+        """
         tgt, src = self.tgt, self.src
         await tgt.select(folder.target, readonly=self.options.dry_run)
         unknown = await tgt.list_messages(start=state.target_seen + 1, details=True)
+        if state.unpaired:
+            unknown = await tgt.list_messages(sorted(state.unpaired), details=True) + unknown
         source_uids, target_uids = plan.candidates(new, unknown)
         pairs: dict[int, int] = {}
         if source_uids:
@@ -397,7 +405,7 @@ class _MailboxRun:
         else:
             self.state.record(folder.source, state, [(s, t, target_flags[t]) for s, t in pairs.items()])
             state.target_seen = max([state.target_seen] + [m.uid for m in unknown])
-            self.state.save(folder.source, state)
+            self.state.set_unpaired(folder.source, state, {m.uid for m in unknown} - set(pairs.values()))
         return set(pairs)
 
     async def copy(self, folder: FolderPlan, state: FolderState, new: list[Listed], result: FolderResult) -> None:

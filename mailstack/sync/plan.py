@@ -168,6 +168,9 @@ class FolderState:
     target_seen: int = 0
     # source (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) and since-cutoff of the last complete run, if any
     complete: tuple[int, int, int, int | None] | None = None
+    # target UIDs examined that are no copy of a source message (mail delivered to the target itself): looked
+    # at again when new source messages come, since one may be its copy (a rollback's reverse sync, a forward)
+    unpaired: set[int] = field(default_factory=set)
 
 
 def still_valid(state: FolderState, source_uidvalidity: int, target_uidvalidity: int) -> FolderState:

@@ -16,6 +16,17 @@ from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
 
+def differences(results: Sequence[MailboxResult]) -> int:
+    """What a sync found to do: copies, flag updates and repairs, and mailboxes it could not bring in sync."""
+    return sum(mailbox_differences(r) for r in results)
+
+
+def mailbox_differences(result: MailboxResult) -> int:
+    """What a sync found to do in one mailbox (1 more when it did not end in sync)."""
+    return (result.total("copied") + result.total("flag_updates") + result.total("flags_repaired")
+            + (0 if result.in_sync else 1))
+
+
 def report_json(results: Sequence[MailboxResult], problems: Sequence[Problem], *, dry_run: bool) -> dict:
     """The report as data (``--json``)."""
     return {"dry_run": dry_run, "in_sync": not problems and all(r.in_sync for r in results),

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS folders (
 CREATE TABLE IF NOT EXISTS messages (
   source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, size INTEGER, digest TEXT,
   PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unpaired (
+  source TEXT, target_uid INTEGER, PRIMARY KEY (source, target_uid)) WITHOUT ROWID;
 """
 # Files SQLite makes beside the database (it gives them the database's permissions).
 _COMPANIONS = ("-wal", "-shm", "-journal")
@@ -65,11 +67,13 @@ class SyncState:
         synced = {uid: (target, _flags(flags)) for uid, target, flags in self._db.execute(
             "SELECT source_uid, target_uid, flags FROM messages WHERE source = ?", (folder,))}
         complete = (row[3], row[4], row[5], row[6]) if row[7] else None
-        return FolderState(row[0], row[1], synced, row[2], complete)
+        unpaired = {uid for (uid,) in self._db.execute("SELECT target_uid FROM unpaired WHERE source = ?", (folder,))}
+        return FolderState(row[0], row[1], synced, row[2], complete=complete, unpaired=unpaired)
 
     def reset(self, folder: str, state: FolderState) -> None:
         """Start a folder afresh (UIDVALIDITY changed on a side)."""
         self._db.execute("DELETE FROM messages WHERE source = ?", (folder,))
+        self._db.execute("DELETE FROM unpaired WHERE source = ?", (folder,))
         self.save(folder, state)
 
     def save(self, folder: str, state: FolderState) -> None:
@@ -78,6 +82,13 @@ class SyncState:
                          (folder, state.source_uidvalidity, state.target_uidvalidity, state.target_seen,
                           *done, int(state.complete is not None)))
         self._db.commit()
+
+    def set_unpaired(self, folder: str, state: FolderState, uids: set[int]) -> None:
+        """Replace the folder's target-only messages (see :attr:`FolderState.unpaired`)."""
+        state.unpaired = set(uids)
+        self._db.execute("DELETE FROM unpaired WHERE source = ?", (folder,))
+        self._db.executemany("INSERT INTO unpaired VALUES (?, ?)", [(folder, uid) for uid in sorted(uids)])
+        self.save(folder, state)
 
     def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]],
                received: Mapping[int, tuple[int, str]] | None = None) -> None:

@@ -21,8 +21,6 @@ import warnings
 
 import pytest
 
-from cryptography.hazmat.primitives import serialization
-
 from mailstack.host import files as hostfiles, records
 from mailstack.local import host as local
 from mailstack.local.sink import SmtpSink
@@ -314,15 +312,9 @@ def test_tls_1_2_with_a_modern_cipher_is_accepted(mail_host, port, tls):
 # ---------------------------------------------------------------- DKIM
 
 
-def public_pem(private_pem: str) -> str:
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
 def dkim_verdict(tmp_path, key_pem: str, data: bytes) -> str:
     """opendkim's verification of ``data``, with the public key from a file instead of DNS."""
-    (tmp_path / "dns").write_text(f"{hostfiles.DKIM_SELECTOR}._domainkey.example.com {records.dkim_value(public_pem(key_pem))}\n")
+    (tmp_path / "dns").write_text(f"{hostfiles.DKIM_SELECTOR}._domainkey.example.com {records.dkim_value(local.public_key_pem(key_pem))}\n")
     (tmp_path / "verify.conf").write_text(f"Mode v\nSyslog no\nTestDNSData file:{tmp_path / 'dns'}\n")
     (tmp_path / "message.eml").write_bytes(data)
     result = subprocess.run(["opendkim", "-x", str(tmp_path / "verify.conf"), "-t", str(tmp_path / "message.eml"), "-vv"],

@@ -112,6 +112,26 @@ def test_a_full_copy_is_exact_folders_bytes_flags_dates_and_subscriptions(server
     same(old, new, "bob")
 
 
+def test_mail_that_reached_the_new_server_first_is_not_copied_back_to_it(servers, tmp_path):
+    """A rollback's reverse sync puts mail delivered to the new host on the old one: the next sync must pair it."""
+    old, new = servers
+    fill(old, "alice", 12)
+    sync(old, new, accounts("alice"), tmp_path)
+    delivered = message(5000)  # delivered to the new host during the cutover
+    new.write_message("alice@example.com", "INBOX", delivered, flags=["\\Seen"], internaldate=T0 + 5000,
+                      unique=f"{T0}.n5000")
+    new.resync("alice@example.com")
+    old.write_message("alice", "INBOX", message(5001), internaldate=T0 + 5001, unique=f"{T0}.o5001")  # a straggler
+    old.resync("alice")
+    (straggler,) = sync(old, new, accounts("alice"), tmp_path)  # also examines the new host's own message
+    assert straggler.in_sync and straggler.total("copied") == 1
+    old.write_message("alice", "INBOX", delivered, flags=["\\Seen"], internaldate=T0 + 5000, unique=f"{T0}.r5000")
+    old.resync("alice")  # as the reverse sync leaves it on the old server
+    (after,) = sync(old, new, accounts("alice"), tmp_path)
+    assert after.in_sync and after.total("copied") == 0
+    same(old, new, "alice")
+
+
 def test_a_second_run_copies_only_new_mail_and_carries_flag_changes(servers, tmp_path):
     old, new = servers
     fill(old, "alice", 40)

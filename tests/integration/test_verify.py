@@ -57,7 +57,7 @@ def mail_host(tmp_path_factory, settings, dkim_key):
 @pytest.fixture(scope="module")
 def dns_server(settings, dkim_key):
     require_tool("knotd")
-    public = subprocess.run(["openssl", "pkey", "-pubout"], input=dkim_key, capture_output=True, text=True, check=True).stdout
+    public = local.public_key_pem(dkim_key)
     with AuthoritativeDns(DNS_ADDRESS, [settings.zone, reverse_zone(ADDRESS)]) as server:
         server.serve(desired_records(settings, ip=ADDRESS, dkim=Dkim("mail", dkim_value(public)))
                      + [reverse_record(ADDRESS, settings.host.name)])

@@ -30,7 +30,7 @@ def test_readme_documents_every_setting_and_no_other():
 
 def test_readme_first_screen_gives_the_two_setup_commands():
     first_screen = "\n".join((PROJECT / "README.md").read_text().splitlines()[:20])
-    assert "bash scripts/bootstrap && .venv/bin/mailstack preview -s dev" in first_screen
+    assert "bash scripts/bootstrap && .venv/bin/mailstack rehearse" in first_screen
     assert "bash scripts/bootstrap && .venv/bin/pytest" in first_screen
     assert "bash scripts/bootstrap && .venv/bin/pytest" in (PROJECT / ".ci/run").read_text()
 

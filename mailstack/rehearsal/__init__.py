@@ -1,0 +1,1 @@
+"""``mailstack rehearse``: the whole migration on one machine, with real servers on loopback."""
