@@ -229,12 +229,14 @@ def test_txt_values_over_255_characters_compare_by_their_joined_text(aws, projec
 
 
 def write_evidence(project: Path, address: str) -> None:
-    """Evidence that lets the cutover through: a fresh verification of the host, the lowered TTL served long enough."""
+    """Evidence that lets the cutover through: a fresh verification of the host that compared every roster mailbox,
+    the lowered TTL served long enough."""
     now = datetime.now(timezone.utc)
     (project / "stacks" / "evidence").mkdir(exist_ok=True)
     (project / "stacks" / "evidence" / "test.json").write_text(json.dumps({
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": HOST, "host_ip": address,
-                         "certificate_sha256": "ab" * 32, "checks": ["all"]},
+                         "certificate_sha256": "ab" * 32, "checks": ["all"],
+                         "mailboxes": [f"user{n}@example.com" for n in range(3)]},
         "previous_mx_ttl": 3600, "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat()}))
 
 
