@@ -11,12 +11,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from mailstack.host import files as hostfiles
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
-from tests.conftest import stack_values, write_roster
+from tests.conftest import moto_server, stack_values, write_roster
 
 pytestmark = pytest.mark.integration
 PULL = hostfiles.TEMPLATES / "host" / "mailstack-agent"
@@ -24,13 +23,8 @@ PULL = hostfiles.TEMPLATES / "host" / "mailstack-agent"
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server("127.0.0.1") as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
