@@ -30,7 +30,8 @@ def rehearse(
     Debian packages scripts/bootstrap installs.
     """
     from mailstack.rehearsal.run import Options, rehearse as run
-    from mailstack.rehearsal.world import LocalHostError, RehearsalRefused, missing_requirements
+    from mailstack.local.host import LocalHostError
+    from mailstack.rehearsal.world import RehearsalRefused, missing_requirements
 
     missing = missing_requirements()
     if missing:

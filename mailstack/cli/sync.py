@@ -184,7 +184,7 @@ def _record(stack_file, results, problems, *, reverse: bool, partial: str | None
     """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time."""
     from datetime import datetime, timezone
 
-    from mailstack.migration.evidence import sync_coverage
+    from mailstack.sync.report import sync_coverage
 
     record_evidence(stack_file, **sync_coverage(results, len(problems), datetime.now(timezone.utc), reverse=reverse,
                                                 partial=partial))

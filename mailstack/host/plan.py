@@ -18,10 +18,7 @@ from typing import Iterable, Mapping, Union
 
 from mailstack.host import files as hostfiles, records
 from mailstack.host.hazards import Hazard, hazards_of, tag_value
-from mailstack.stack.settings import Settings
-
-PHASES = ("provision", "cutover", "decommission")
-
+from mailstack.stack.settings import PHASES, Settings
 
 @dataclass(frozen=True, order=True)
 class Mx:

@@ -31,7 +31,7 @@ class CorpusMessage:
 
 
 def _attachment(rng: random.Random, size: int) -> bytes:
-    data = bytes(rng.getrandbits(8) for _ in range(size))
+    data = rng.randbytes(size)
     lines = base64.encodebytes(data).replace(b"\n", b"\r\n")
     return (b"--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"doc.pdf\"\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + lines)

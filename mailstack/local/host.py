@@ -135,9 +135,9 @@ class LocalHost:
         _terminate([pid for pid in pids if pid])
         # Children may hold a listening socket a moment longer than their master.
         deadline = time.monotonic() + 10
-        while _busy_port(self.address, [*PORTS.values(), *HELPER_PORTS]) and time.monotonic() < deadline:
+        while busy_port(self.address, [*PORTS.values(), *HELPER_PORTS]) and time.monotonic() < deadline:
             time.sleep(0.1)
-        busy = _busy_port(self.address, [*PORTS.values(), *HELPER_PORTS])
+        busy = busy_port(self.address, [*PORTS.values(), *HELPER_PORTS])
         if busy:
             problems.append(f"port {busy} on {self.address} is still in use after stopping")
         if remove:
@@ -207,7 +207,7 @@ def prepare_system() -> None:
         main_cf.touch()
 
 
-def _busy_port(address: str, ports) -> int | None:
+def busy_port(address: str, ports) -> int | None:
     """The first of ``ports`` something listens on at ``address``."""
     for port in ports:
         with socket.socket() as probe:
@@ -332,7 +332,7 @@ def start(settings: Settings, roster: Roster, *, address: str, password_seed: st
     root.chmod(0o755)
     local = LocalHost(root, address, loopback_address.added, settings.host.name)
     try:
-        busy = _busy_port(address, [*PORTS.values(), *HELPER_PORTS])
+        busy = busy_port(address, [*PORTS.values(), *HELPER_PORTS])
         if busy:
             raise LocalHostError(f"port {busy} on {address} is already in use (another mail server?): "
                                  f"see ss -ltnp 'sport = :{busy}'")

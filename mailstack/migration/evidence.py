@@ -120,23 +120,6 @@ def verification_of(results, host_name: str, host_ip: str, at) -> Verification:
                         checks=[r.check for r in results], mailboxes=compared)
 
 
-def sync_coverage(results, problems: int, at, *, reverse: bool = False, partial: str | None = None) -> dict:
-    """The evidence parts of a sync run: each mailbox it covered, under its roster address, with ``at``.
-
-    ``results`` are the engine's mailbox results (forward: the target is the
-    roster mailbox; ``reverse``: the source is); ``problems`` counts account
-    rows that could not run.
-    """
-    from mailstack.sync.report import differences, mailbox_differences
-
-    covered = {(r.source_user if reverse else r.target_user).lower():
-               MailboxSync(at=at, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
-               for r in results}
-    if reverse:
-        return {"reverse_synced": covered}
-    return {"synced": covered, "final_sync": FinalSync(at=at, differences=differences(results) + problems)}
-
-
 def record(path: Path, **parts) -> Evidence:
     """Merge measured parts into the evidence file (other parts are kept) and return the result.
 

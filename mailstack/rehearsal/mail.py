@@ -13,21 +13,16 @@ import smtplib
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from mailstack.imap import ImapConnection, Message
 from mailstack.imap.endpoint import Endpoint, login
+from mailstack.imap.wire import format_internaldate
 from mailstack.local.corpus import CorpusMessage
 from mailstack.sync import plan
 
 TIMEOUT = 60.0
-
-
-def imap_date(moment: datetime) -> str:
-    """An INTERNALDATE for APPEND: ``17-Jul-1996 02:44:25 +0000``."""
-    return moment.strftime("%d-%b-%Y %H:%M:%S +0000")
 
 
 async def _fill(endpoint: Endpoint, user: str, password: str, messages: list[CorpusMessage]) -> int:
@@ -48,7 +43,7 @@ async def _fill(endpoint: Endpoint, user: str, password: str, messages: list[Cor
                     await connection.subscribe(name)
                     existing.add(name)
             for start in range(0, len(items), 100):
-                batch = [Message(0, frozenset(m.flags), imap_date(m.internaldate), m.body)
+                batch = [Message(0, frozenset(m.flags), format_internaldate(m.internaldate), m.body)
                          for m in items[start:start + 100]]
                 await connection.append_many(wire, batch)
         return len(messages)
@@ -61,7 +56,7 @@ def fill_mailbox(endpoint: Endpoint, user: str, password: str, messages: list[Co
     return asyncio.run(_fill(endpoint, user, password, messages))
 
 
-def deliver(address: str, recipient: str, subject: str, *, cafile: str, host_name: str) -> str:
+def deliver(address: str, recipient: str, subject: str, *, cafile: str) -> str:
     """One message delivered over SMTP port 25 (STARTTLS) to the server at ``address``; its Message-ID."""
     message = EmailMessage()
     message["From"] = "partner@partner.example"

@@ -26,7 +26,7 @@ from mailstack.imap.endpoint import Endpoint
 from mailstack.imap.wire import printable
 from mailstack.local.host import LocalHostError
 from mailstack.local.corpus import mailbox_corpus, split_evenly
-from mailstack.migration.evidence import evidence_path, load_evidence, record, save_evidence, sync_coverage, verification_of
+from mailstack.migration.evidence import evidence_path, load_evidence, record, save_evidence, verification_of
 from mailstack.migration.lifecycle import Decision, cutover_gate, decommission_gate
 from mailstack.migration.status import measure
 from mailstack.rehearsal.mail import compare, deliver, fill_mailbox, inventory
@@ -36,6 +36,7 @@ from mailstack.stack.settings import Settings
 from mailstack.sync.accounts import Account
 from mailstack.sync.backup import run_backup
 from mailstack.sync.engine import SyncOptions, run_sync
+from mailstack.sync.report import sync_coverage
 from mailstack.sync.reverse import reversed_accounts
 
 
@@ -239,10 +240,8 @@ class Runner:
         # Arrival dates have one-second resolution: deliver after the second in which the MX was seen to change.
         time.sleep(1.1)
         address = self.world.addresses.old if server == "old" else self.world.addresses.new
-        host = self.settings.old_server.host if server == "old" else self.settings.host.name
         for account in self.accounts:
-            deliver(address, account.target_user, f"{label} for {account.target_user}", cafile=self.world.cafile,
-                    host_name=host)
+            deliver(address, account.target_user, f"{label} for {account.target_user}", cafile=self.world.cafile)
         return True, f"{len(self.accounts)} messages delivered to the {server} server over SMTP", {
             "messages": len(self.accounts)}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from mailstack.host.records import Dkim, Record, desired_records, dkim_value
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
-from mailstack.local.host import PORTS, LocalHost, LocalHostError
+from mailstack.local.host import HELPER_PORTS, PORTS, LocalHost
 from mailstack.local.zonefile import reverse_record, reverse_zone
 from mailstack.stack.passwords import initial_password
 from mailstack.stack.roster import GeneratePassword, Roster
@@ -184,7 +184,8 @@ def take_block() -> tuple[Addresses, object]:
         except BlockingIOError:
             handle.close()
             continue
-        if any(local._busy_port(a, [*PORTS.values(), 53]) for a in (addresses.old, addresses.new, addresses.dns)):
+        ports = [*PORTS.values(), *HELPER_PORTS, 53]
+        if any(local.busy_port(a, ports) for a in (addresses.old, addresses.new, addresses.dns)):
             release_block(handle)
             continue
         return addresses, handle
@@ -199,5 +200,5 @@ def release_block(handle) -> None:
             handle.close()
 
 
-__all__ = ["Addresses", "LocalHostError", "RehearsalRefused", "World", "missing_requirements", "old_server_settings",
+__all__ = ["Addresses", "RehearsalRefused", "World", "missing_requirements", "old_server_settings",
            "rehearsal_roster"]

@@ -12,6 +12,7 @@ from typing import Sequence
 from rich.table import Table
 
 from mailstack.imap.wire import printable
+from mailstack.migration.evidence import FinalSync, MailboxSync
 from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
@@ -78,3 +79,18 @@ def note_lines(results: Sequence[MailboxResult]) -> list[str]:
                 lines.append(f"{where}: the new server refuses {f.mapped_from!r}; mapped to {f.target!r} (--map-invalid)")
             lines += [f"{where}: {line}" for line in f.repairs]
     return lines
+
+
+def sync_coverage(results, problems: int, at, *, reverse: bool = False, partial: str | None = None) -> dict:
+    """The evidence parts of a sync run: each mailbox it covered, under its roster address, with ``at``.
+
+    ``results`` are the engine's mailbox results (forward: the target is the
+    roster mailbox; ``reverse``: the source is); ``problems`` counts account
+    rows that could not run.
+    """
+    covered = {(r.source_user if reverse else r.target_user).lower():
+               MailboxSync(at=at, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
+               for r in results}
+    if reverse:
+        return {"reverse_synced": covered}
+    return {"synced": covered, "final_sync": FinalSync(at=at, differences=differences(results) + problems)}
