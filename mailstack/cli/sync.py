@@ -12,7 +12,7 @@ import typer
 from mailstack.cli.common import (
     EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption, JsonOption,
     MailboxDeadlineOption, MapInvalidOption, MaxMessageOption, StackOption, command, default_state_dir, duration, err,
-    folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
+    fail, folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
 )
 
 SourceOption = typer.Option(None, "--source", help="Old server, imap:// or imaps://HOST[:PORT]; with -s: the stack's old_server.imap.")
@@ -101,6 +101,10 @@ def sync(
     reverse: bool = typer.Option(False, "--reverse", help="After a rollback: copy what reached the new host (the "
                                                           "target) back to the old server (the source), with the "
                                                           "same accounts file."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
+                                        help="Sync only shard K of N (e.g. 2/3): N machines, each with the same "
+                                             "accounts file and its own K, share one migration without overlap. "
+                                             "Each keeps its own state and, with -s, its own evidence file."),
 ) -> None:
     """Copy every mailbox from the old server to the new one; run again to copy only what changed.
 
@@ -109,11 +113,14 @@ def sync(
     made on the old server are carried over. Nothing is deleted on either side.
     With --reverse the new host is read and the old server written: the mail
     delivered to the new host during a cutover goes back after a rollback.
+    With --shard K/N only the accounts of shard K are synced (a stable split
+    by the source user), so N machines can share the work.
     """
     from mailstack.sync.engine import SyncOptions, run_sync
     from mailstack.sync.plan import since_day
-    from mailstack.sync.report import error_lines, note_lines, report_json, report_table
+    from mailstack.sync.report import ShardCoverage, error_lines, note_lines, report_json, report_table
 
+    chosen_shard = _shard(shard, reverse)
     source_server, target_server, roster_protocols, stack_file = endpoints(stack, source, target, cafile)
     roster_addresses = set(roster_protocols) if roster_protocols is not None else None
     if pop3_uidls not in ("pop", "all", "none"):
@@ -124,7 +131,8 @@ def sync(
         since_date = date.fromisoformat(since) if since else None
     except ValueError:
         raise typer.BadParameter(f"{since!r} is not a date YYYY-MM-DD", param_hint="--since") from None
-    options = SyncOptions(state_dir=state_dir or default_state_dir(),
+    state_root = state_dir or default_state_dir()
+    options = SyncOptions(state_dir=state_root / f"shard-{chosen_shard.slug}" if chosen_shard else state_root,
                           rules=folder_rules(include, exclude, renames, map_invalid),
                           since=since_day(date.today(), since_date, max_age), dry_run=dry_run, jobs=jobs,
                           max_message_bytes=max_message_size * 1024 * 1024, deadline=duration(deadline, "--deadline"),
@@ -132,6 +140,14 @@ def sync(
     accounts, problems = read_accounts(accounts_file, roster_addresses)
     for problem in problems:
         err.print(f"accounts: {problem}", markup=False)
+    coverage = None
+    if chosen_shard:
+        from mailstack.sync.accounts import partition
+
+        accounts, skipped = partition(accounts, chosen_shard)
+        coverage = ShardCoverage(chosen_shard.key, len(accounts), skipped)
+        if not as_json:
+            err.print(coverage.line(), markup=False)
     if reverse:
         from mailstack.sync.reverse import reversed_accounts
 
@@ -140,10 +156,12 @@ def sync(
         results = run_sync(accounts, source_server, target_server, options, progress)
     uidls = _carry_uidls(accounts, results, source_server, target_server, pop_server, pop_users, options, jobs)
     if as_json:
-        out.print_json(json.dumps({**report_json(results, problems, dry_run=dry_run),
+        out.print_json(json.dumps({**report_json(results, problems, dry_run=dry_run, shard=coverage),
                                    "pop3_uidls": [u.to_dict() for u in uidls]}))
     else:
         out.print(report_table(results, dry_run=dry_run))
+        if coverage:
+            out.print(coverage.line(), markup=False)
         for line in note_lines(results):
             out.print(line, markup=False)
         for line in error_lines(results):
@@ -153,7 +171,8 @@ def sync(
                 f" ({u.unmatched} not copied to the new INBOX yet)" if u.unmatched else "")
             (err if u.error else out).print(f"{u.source_user} -> {u.target_user}: {seen}", markup=False)
     if stack_file is not None and not dry_run:
-        _record(stack_file, results, problems, reverse=reverse, partial=partial_scope(include, since, max_age))
+        _record(stack_file, results, problems, reverse=reverse, partial=partial_scope(include, since, max_age),
+                shard=coverage)
     if problems:
         raise typer.Exit(EXIT_PROBLEMS)
     if not all(r.in_sync for r in results) or any(u.error for u in uidls):
@@ -180,14 +199,44 @@ def partial_scope(include: list[str], since: Optional[str], max_age: Optional[in
     return ", ".join(left_out) or None
 
 
-def _record(stack_file, results, problems, *, reverse: bool, partial: str | None) -> None:
-    """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time."""
+def _shard(text: Optional[str], reverse: bool):
+    """The --shard K/N asked for, or None; a bad one is a usage error before anything runs."""
+    if text is None:
+        return None
+    from mailstack.sync.accounts import parse_shard
+
+    if reverse:
+        raise typer.BadParameter("a reverse sync copies back only the mail of the cutover days: run it on one machine, "
+                                 "without --shard", param_hint="--shard")
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+
+
+def _record(stack_file, results, problems, *, reverse: bool, partial: str | None, shard=None) -> None:
+    """Each mailbox the run covered, under its roster address (the accounts file's target_user), with the time.
+
+    A shard's run goes to its own evidence file, so that N machines never write the same one.
+    """
     from datetime import datetime, timezone
 
     from mailstack.sync.report import sync_coverage
 
-    record_evidence(stack_file, **sync_coverage(results, len(problems), datetime.now(timezone.utc), reverse=reverse,
-                                                partial=partial))
+    parts = sync_coverage(results, len(problems), datetime.now(timezone.utc), reverse=reverse, partial=partial,
+                          shard=shard)
+    if shard is None:
+        record_evidence(stack_file, **parts)
+        return
+    from mailstack.migration.evidence import evidence_path, record, shard_path
+    from mailstack.problems import InputError
+
+    path = evidence_path(stack_file.project_dir, stack_file.env)
+    try:
+        record(path, **parts)
+    except InputError as exc:
+        fail(exc)
+    err.print(f"recorded in {shard_path(path, shard.key)}", markup=False)
 
 
 class _RichProgress:

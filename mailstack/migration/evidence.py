@@ -5,13 +5,21 @@ it and the Pulumi program's gates read it. Times are timezone-aware UTC.
 
 Coverage is recorded per mailbox (the roster's address, lowercase), each with
 its own time: a run updates only the mailboxes it covered and keeps the
-others, so several partial runs (shards of the accounts file) add up to one
+others, so several partial runs (parts of the accounts file) add up to one
 picture the gates can check against the whole roster.
+
+A sync sharded over N machines (``mailstack sync -s ENV --shard K/N``) writes
+each shard to its own file beside the evidence, ``<env>.sync-shard-K-of-N.json``:
+machines never write the same file (no lost update on a shared disk, no merge
+conflict in git), and :func:`load_evidence` reads them all back into
+``sync_shards``. The gates count a sharded sync only when every shard of its
+count has reported.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +59,26 @@ class MailboxSync(BaseModel):
     partial: str | None = Field(None, description="Why the run did not cover the whole mailbox (--include, --since).")
 
 
+class ShardSync(BaseModel):
+    """The latest run of one shard of a sharded sync: its own file, written only by the machine that ran it."""
+
+    model_config = ConfigDict(extra="forbid")
+    shard: str = Field(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$", description="K/N: shard K of N.")
+    at: AwareDatetime = Field(description="When this shard last ran.")
+    accounts: int = Field(ge=0, description="Accounts of the accounts file in this shard.")
+    skipped: int = Field(ge=0, description="Accounts of the accounts file left to the other shards.")
+    differences: int = Field(ge=0, description="What the run still found to do, plus account rows it could not run.")
+    synced: dict[str, MailboxSync] = Field(default_factory=dict, description="Latest sync per roster address.")
+
+    @property
+    def index(self) -> int:
+        return int(self.shard.split("/")[0])
+
+    @property
+    def count(self) -> int:
+        return int(self.shard.split("/")[1])
+
+
 class OldServerCheck(BaseModel):
     """When ``mailstack status --record`` last looked at one mailbox on the old server, and what it saw."""
 
@@ -84,9 +112,29 @@ class Evidence(BaseModel):
     reverse_synced: dict[str, MailboxSync] = Field(
         default_factory=dict, description="Latest reverse sync (new host back to the old server) per roster address.")
     backup_at: AwareDatetime | None = None
+    sync_shards: dict[str, ShardSync] = Field(
+        default_factory=dict, description="Shards of a sharded sync by K/N, read from their own files; never "
+                                          "written to this one.")
 
 
 _PER_MAILBOX = ("synced", "old_server_checked", "reverse_synced")
+_SHARD_FILE = "{stem}.sync-shard-{index}-of-{count}.json"
+
+
+def mailbox_syncs(evidence: Evidence) -> dict[str, MailboxSync]:
+    """The latest sync of each mailbox, whichever run made it: unsharded, or any shard."""
+    latest = dict(evidence.synced)
+    for shard in evidence.sync_shards.values():
+        for address, run in shard.synced.items():
+            if address not in latest or run.at > latest[address].at:
+                latest[address] = run
+    return latest
+
+
+def shard_path(path: Path, shard: str) -> Path:
+    """The file of shard ``K/N`` beside the evidence file ``path``."""
+    index, count = shard.split("/")
+    return path.with_name(_SHARD_FILE.format(stem=path.stem, index=index, count=count))
 
 
 def evidence_path(project_dir: Path, env: str) -> Path:
@@ -94,20 +142,57 @@ def evidence_path(project_dir: Path, env: str) -> Path:
 
 
 def load_evidence(path: Path) -> Evidence | None:
-    """The evidence file, or None when there is none yet; a broken file is an InputError."""
-    if not path.exists():
-        return None
+    """The evidence file with the shard files beside it, or None when there is none yet.
+
+    Every broken file is a problem of one InputError, each naming its file.
+    """
+    problems: list[Problem] = []
+    evidence = _read(path, Evidence, problems) if path.exists() else None
+    shards = {}
+    for shard_file, key in _shard_files(path):
+        shard = _read(shard_file, ShardSync, problems)
+        if shard is not None and shard.shard != key:
+            problems.append(Problem(str(shard_file), f"holds shard {shard.shard}, but its name says {key}: "
+                                                     "a shard file is written only by mailstack sync --shard"))
+        elif shard is not None:
+            shards[key] = shard
+    if problems:
+        raise InputError(f"evidence {path}", problems)
+    if shards:
+        evidence = (evidence or Evidence()).model_copy(update={"sync_shards": shards})
+    return evidence
+
+
+def _read(path: Path, model, problems: list[Problem]):
     try:
-        return Evidence.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, ValidationError) as exc:
-        raise InputError(f"evidence {path}", [Problem(str(path), f"not a valid evidence file: {exc}".splitlines()[0])]) from None
+        return model.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as exc:
+        problems.append(Problem(str(path), f"not a valid evidence file: {exc}".splitlines()[0]))
+        return None
+
+
+def _shard_files(path: Path) -> list[tuple[Path, str]]:
+    """(file, K/N) of every shard file beside ``path``, in order."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(path.stem) + r"\.sync-shard-([1-9][0-9]*)-of-([1-9][0-9]*)\.json")
+    found = []
+    for candidate in path.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match:
+            found.append((int(match.group(2)), int(match.group(1)), candidate))
+    return [(file, f"{index}/{count}") for count, index, file in sorted(found)]
 
 
 def save_evidence(path: Path, evidence: Evidence) -> None:
-    """Write the evidence file atomically (a reviewer reads it in the cutover pull request)."""
+    """Write the evidence file atomically (a reviewer reads it in the cutover pull request).
+
+    The shards' parts stay in their own files: they are not written here.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Readable by all: it holds no secret, and it is committed for reviewers.
-    write_file(path, evidence.model_dump_json(indent=2, exclude_none=True) + "\n", mode=0o644)
+    write_file(path, evidence.model_dump_json(indent=2, exclude_none=True, exclude={"sync_shards"}) + "\n",
+               mode=0o644)
 
 
 def verification_of(results, host_name: str, host_ip: str, at) -> Verification:
@@ -125,8 +210,14 @@ def record(path: Path, **parts) -> Evidence:
 
     The per-mailbox maps (``synced``, ``old_server_checked``, ``reverse_synced``)
     are merged entry by entry: a run replaces only the mailboxes it covered.
+    ``sync_shards`` go to their own files (:func:`shard_path`), each merged
+    the same way with what that shard recorded before.
     """
+    for key, shard in parts.pop("sync_shards", {}).items():
+        _record_shard(shard_path(path, key), shard)
     evidence = load_evidence(path) or Evidence()
+    if not parts:
+        return evidence
     for name in _PER_MAILBOX:
         if name in parts:
             parts[name] = {**getattr(evidence, name), **parts[name]}
@@ -134,3 +225,15 @@ def record(path: Path, **parts) -> Evidence:
     evidence = Evidence.model_validate(evidence.model_dump())
     save_evidence(path, evidence)
     return evidence
+
+
+def _record_shard(path: Path, shard: ShardSync) -> None:
+    problems: list[Problem] = []
+    earlier = _read(path, ShardSync, problems) if path.exists() else None
+    if problems:
+        raise InputError(f"evidence {path}", problems)
+    if earlier is not None and earlier.shard == shard.shard:
+        shard = shard.model_copy(update={"synced": {**earlier.synced, **shard.synced}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, ShardSync.model_validate(shard.model_dump()).model_dump_json(indent=2, exclude_none=True) + "\n",
+               mode=0o644)

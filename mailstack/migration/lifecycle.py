@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Collection
 
-from mailstack.migration.evidence import Evidence
+from mailstack.migration.evidence import Evidence, mailbox_syncs
 from mailstack.stack.settings import Settings
 
 SHOWN = 5  # mailboxes named in a refusal; the rest are counted
@@ -182,12 +182,45 @@ def _quiet_reasons(settings: Settings, evidence: Evidence, guarded: list[str], n
     return []
 
 
+def sharded_sync_reasons(evidence: Evidence) -> list[str]:
+    """A sync sharded over N machines counts only once every shard K/N of one count N has reported.
+
+    The count that counts is the one of the latest shard report, unless an
+    unsharded sync (of the whole accounts file) ran after it; shards of other
+    counts never complete it, since their partitions do not fit together.
+    """
+    shards = evidence.sync_shards
+    if not shards:
+        return []
+    latest = max(shards.values(), key=lambda s: s.at)
+    if evidence.final_sync is not None and evidence.final_sync.at > latest.at:
+        return []
+    count = latest.count
+    missing = [f"{k}/{count}" for k in range(1, count + 1) if f"{k}/{count}" not in shards]
+    if not missing:
+        return []
+    shown = ", ".join(missing[:SHOWN]) + (f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else "")
+    reason = (f"the sync sharded over {count} machines is incomplete: shard(s) {shown} have not reported: run "
+              f"mailstack sync -s ENV --shard K/{count} --accounts FILE for each and add its file "
+              f"stacks/evidence/ENV.sync-shard-K-of-{count}.json to the others")
+    other = sorted((s for s in shards.values() if s.count != count), key=lambda s: (s.count, s.index))
+    if other:
+        reason += (f"; shards of another count ({', '.join(s.shard for s in other)}) do not complete it: their "
+                   "partition of the accounts is not this one")
+    return [reason]
+
+
 def _final_sync_reasons(evidence: Evidence, guarded: list[str]) -> list[str]:
-    """A sync of every guarded mailbox after the cutover and the last old-server mail, that found nothing to do."""
-    synced = evidence.synced
+    """A sync of every guarded mailbox after the cutover and the last old-server mail, that found nothing to do.
+
+    Unsharded runs and the shards of sharded ones add up per mailbox; a
+    sharded sync whose shards have not all reported is refused as a whole.
+    """
+    synced = mailbox_syncs(evidence)
+    shard_gaps = sharded_sync_reasons(evidence)
     if not synced and guarded:
         return [f"no final sync recorded: run mailstack sync -s ENV --accounts FILE after the overlap, with a row for "
-                f"each of the {len(guarded)} roster mailboxes"]
+                f"each of the {len(guarded)} roster mailboxes"] + shard_gaps
     first_seen, last_mail = evidence.new_mx_first_seen_at, evidence.old_server_last_mail_at
     missing, partial, differing, early, stale = [], [], [], [], []
     for address in guarded:
@@ -202,7 +235,7 @@ def _final_sync_reasons(evidence: Evidence, guarded: list[str]) -> list[str]:
             early.append(address)
         elif last_mail is not None and run.at < last_mail:
             stale.append(address)
-    reasons = []
+    reasons = list(shard_gaps)
     if missing:
         reasons.append(f"no sync covered {len(missing)} roster mailbox(es): {name_some(missing)}: run mailstack sync "
                        "-s ENV --accounts FILE with a row for each, or list them in mailstack:exempt_mailboxes "

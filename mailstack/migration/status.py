@@ -18,7 +18,7 @@ import dns.query
 import dns.rdatatype
 
 from mailstack.checks.dns import lookup, resolver
-from mailstack.migration.evidence import Evidence, OldServerCheck, Rollback
+from mailstack.migration.evidence import Evidence, OldServerCheck, Rollback, mailbox_syncs
 from mailstack.imap import ImapError, NoSuchFolder
 from mailstack.imap.wire import internaldate_epoch
 from mailstack.migration.lifecycle import Decision, decommission_gate, guarded_mailboxes
@@ -141,8 +141,8 @@ def assess(settings: Settings, evidence: Evidence | None, answers: list[MxAnswer
         overlap_left = max(timedelta(0), evidence.new_mx_first_seen_at + timedelta(days=settings.overlap_days) - now)
     guarded = guarded_mailboxes(settings, roster)
     last_mail = evidence.old_server_last_mail_at
-    final_sync_needed = last_mail is not None and any(
-        a not in evidence.synced or evidence.synced[a].at < last_mail for a in guarded)
+    synced = mailbox_syncs(evidence)
+    final_sync_needed = last_mail is not None and any(a not in synced or synced[a].at < last_mail for a in guarded)
     return StatusReport(
         phase=settings.phase,
         answers=answers,

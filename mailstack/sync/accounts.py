@@ -7,13 +7,21 @@ migration. Problems name the file and line, never a password.
 Commands that only read the old server (``status``, ``backup``) take the
 same file with ``source_only``: the target columns may then be empty, and a
 file of just ``source_user,source_password`` is accepted.
+
+``mailstack sync --shard K/N`` splits the accounts between N machines by a
+digest of the source user (:func:`shard_of`): every account falls in exactly
+one shard, the same one on every machine.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from mailstack.inputs import MAX_CELL_CHARS, file_problem
 from mailstack.problems import InputError, Problem
@@ -103,3 +111,59 @@ def _parse(reader, source: str, source_only: bool) -> tuple[list[Account], list[
         seen[key] = where
         accounts.append(Account(source_user, source_password, target_user, target_password, where))
     return accounts, problems
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (both from 1): the part of the accounts one machine syncs."""
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: K must be between 1 and N")
+
+    @property
+    def key(self) -> str:
+        """``K/N``, as the report and the evidence name it."""
+        return f"{self.index}/{self.count}"
+
+    @property
+    def slug(self) -> str:
+        """``K-of-N``, for file and directory names."""
+        return f"{self.index}-of-{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``K/N`` (1 <= K <= N) as a :class:`Shard`; anything else is a ValueError saying what is expected."""
+    match = re.fullmatch(r"(\d{1,6})/(\d{1,6})", text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not K/N (this machine's shard K of N machines, e.g. 2/3)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"{text!r}: K must be between 1 and N, and N at least 1 (e.g. 1/3, 2/3, 3/3)")
+    return Shard(index, count)
+
+
+def shard_of(source_user: str, count: int) -> int:
+    """Which of ``count`` shards (1..count) syncs the account of ``source_user``.
+
+    A SHA-256 of the normalised user (trimmed, Unicode NFC, lower case), so
+    every machine, Python version and run agrees, whatever else the accounts
+    file holds; Python's ``hash()`` is salted per process and would not.
+    """
+    normalised = unicodedata.normalize("NFC", source_user.strip()).lower()
+    digest = hashlib.sha256(normalised.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def partition(accounts: Iterable[Account], shard: Shard) -> tuple[list[Account], int]:
+    """The accounts of ``shard`` (in file order), and how many were left to the other shards."""
+    mine, others = [], 0
+    for account in accounts:
+        if shard_of(account.source_user, shard.count) == shard.index:
+            mine.append(account)
+        else:
+            others += 1
+    return mine, others

@@ -7,12 +7,13 @@ terminal escape sequence reaches the operator's terminal).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from rich.table import Table
 
 from mailstack.imap.wire import printable
-from mailstack.migration.evidence import FinalSync, MailboxSync
+from mailstack.migration.evidence import FinalSync, MailboxSync, ShardSync
 from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
@@ -28,9 +29,11 @@ def mailbox_differences(result: MailboxResult) -> int:
             + (0 if result.in_sync else 1))
 
 
-def report_json(results: Sequence[MailboxResult], problems: Sequence[Problem], *, dry_run: bool) -> dict:
-    """The report as data (``--json``)."""
+def report_json(results: Sequence[MailboxResult], problems: Sequence[Problem], *, dry_run: bool,
+                shard: ShardCoverage | None = None) -> dict:
+    """The report as data (``--json``); ``shard`` is None for a run of the whole accounts file."""
     return {"dry_run": dry_run, "in_sync": not problems and all(r.in_sync for r in results),
+            "shard": shard.to_dict() if shard else None,
             "mailboxes": [shown(r.to_dict()) for r in results],
             "account_problems": [str(p) for p in problems]}
 
@@ -81,16 +84,41 @@ def note_lines(results: Sequence[MailboxResult]) -> list[str]:
     return lines
 
 
-def sync_coverage(results, problems: int, at, *, reverse: bool = False, partial: str | None = None) -> dict:
+def sync_coverage(results, problems: int, at, *, reverse: bool = False, partial: str | None = None,
+                  shard=None) -> dict:
     """The evidence parts of a sync run: each mailbox it covered, under its roster address, with ``at``.
 
     ``results`` are the engine's mailbox results (forward: the target is the
     roster mailbox; ``reverse``: the source is); ``problems`` counts account
-    rows that could not run.
+    rows that could not run. A forward run of one shard (``shard``: a
+    :class:`ShardCoverage`) is recorded under its K/N key, in its own file.
     """
     covered = {(r.source_user if reverse else r.target_user).lower():
                MailboxSync(at=at, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
                for r in results}
     if reverse:
         return {"reverse_synced": covered}
+    if shard is not None:
+        return {"sync_shards": {shard.key: ShardSync(
+            shard=shard.key, at=at, accounts=shard.accounts, skipped=shard.skipped,
+            differences=differences(results) + problems, synced=covered)}}
     return {"synced": covered, "final_sync": FinalSync(at=at, differences=differences(results) + problems)}
+
+
+@dataclass(frozen=True)
+class ShardCoverage:
+    """Which shard a run covered: K/N, the accounts in it, and those left to the other shards."""
+
+    key: str
+    accounts: int
+    skipped: int
+
+    def to_dict(self) -> dict:
+        index, count = self.key.split("/")
+        return {"shard": self.key, "index": int(index), "count": int(count), "accounts": self.accounts,
+                "skipped_other_shards": self.skipped}
+
+    def line(self) -> str:
+        """The report's line: which shard, what it covered and what it left to the others."""
+        return (f"shard {self.key}: {self.accounts} account(s) in this shard, {self.skipped} left to the other "
+                "shards")
