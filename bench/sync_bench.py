@@ -9,6 +9,7 @@ folders, and per message its bytes digest, flags and internal date.
 Targets: mailstack no-op re-sync of 10,000 messages < 1 s, peak RSS < 100 MB.
 
     .venv/bin/python bench/sync_bench.py [--small] [--users 5] [--messages 10000] [--megabytes 327] [--json]
+    .venv/bin/python bench/sync_bench.py --scenario shards [--small]   # two shards (127.0.43.21 -> .22)
 """
 
 from __future__ import annotations
@@ -306,11 +307,18 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="quick run: 500 messages, 16 MB")
     parser.add_argument("--tools", default="mailstack,mbsync,doveadm")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--scenario", choices=("tools", "shards"), default="tools",
+                        help="tools: mailstack vs mbsync vs doveadm; shards: two shards of one migration, one "
+                             "after the other, must copy exactly the corpus")
     args = parser.parse_args()
     if args.small:
         args.messages, args.megabytes = 500, 16
     signal.signal(signal.SIGTERM, _interrupted)
     users = [User(f"user{i}", f"pw-{i}-secret") for i in range(1, args.users + 1)]
+    if args.scenario == "shards":
+        result = shards_scenario(args, users)
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else shards_table(result))
+        return 0
     tools = args.tools.split(",")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     with ExitStack() as stack:
@@ -347,6 +355,85 @@ def main() -> int:
             say(f"{name}: {result['full_s']:.1f} s, no-op {result['noop_s']:.2f} s, {result['fidelity']['summary']}")
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else table(report))
     return 0
+
+
+# ---------------------------------------------------------------- scenario: two shards
+
+
+SHARDS_OLD, SHARDS_NEW = "127.0.43.21", "127.0.43.22"
+
+
+def shards_scenario(args, users: list[User]) -> dict:
+    """Two shards of one migration (``mailstack sync --shard 1/2``, then ``2/2``) against one target.
+
+    Together they must copy exactly the corpus: per mailbox, the target holds
+    as many messages as the source, each once (the fidelity check counts
+    copies), and each mailbox was synced by one shard only.
+    """
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-shardbench-")))
+        old = stack.enter_context(DovecotImap(SHARDS_OLD, users))
+        started = time.perf_counter()
+        corpus = generate(old, users, args.messages, int(args.megabytes * 1e6), args.seed)
+        say(f"corpus: {corpus['messages']} messages, {corpus['bytes'] / 1e6:.0f} MB in "
+            f"{time.perf_counter() - started:.1f} s")
+        source = {u.name: old.snapshot(u.name) for u in users}
+        new = stack.enter_context(DovecotImap(SHARDS_NEW, users))
+        accounts = work / "accounts.csv"
+        accounts.write_text("source_user,source_password,target_user,target_password\n"
+                            + "".join(f"{u.name},{u.password},{u.name},{u.password}\n" for u in users))
+        runs = {}
+        for shard in ("1/2", "2/2"):
+            say(f"shard {shard}: syncing")
+            # This tree's code, whatever mailstack the venv has installed.
+            command = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-m", "mailstack.cli", "sync", "--source", f"imap://{SHARDS_OLD}:143",
+                       "--target", f"imap://{SHARDS_NEW}:143", "--accounts", str(accounts), "--jobs", str(args.jobs),
+                       "--state-dir", str(work / "state"), "--shard", shard, "--json"]
+            run = run_parallel([command], work, f"shard-{shard.replace('/', '-of-')}")
+            output = run["outputs"][0]
+            try:
+                report = json.loads(output[output.index("{"):])
+            except ValueError:
+                report = {"shard": None, "mailboxes": [], "unparsed_output": output[-2000:]}
+            runs[shard] = {"wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_kb"][0] / 1024,
+                           "exit_code": run["exit_codes"][0], "report": report}
+        target = {u.name: new.snapshot(u.name) for u in users}
+    return {"corpus": corpus, "runs": runs, "per_mailbox": shard_figures(users, source, target, runs),
+            "fidelity": fidelity(source, target)}
+
+
+def shard_figures(users: list[User], source: dict, target: dict, runs: dict) -> list[dict]:
+    """Per mailbox: the shards that synced it, what they copied, and the messages on each side."""
+    rows = []
+    for user in users:
+        synced_by = {shard: m["copied"] for shard, run in runs.items() for m in run["report"].get("mailboxes", [])
+                     if m["source_user"] == user.name}
+        rows.append({"mailbox": user.name, "shards": sorted(synced_by), "copied": sum(synced_by.values()),
+                     "source": source[user.name].message_count(), "target": target[user.name].message_count()})
+    return rows
+
+
+def shards_table(result: dict) -> str:
+    c = result["corpus"]
+    lines = [f"corpus: {c['messages']} messages, {c['bytes'] / 1e6:.0f} MB, {len(result['per_mailbox'])} mailboxes"]
+    for shard, run in result["runs"].items():
+        covered = run["report"].get("shard") or {}
+        lines.append(f"shard {shard}: {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB, exit "
+                     f"{run['exit_code']}, {covered.get('accounts', '?')} account(s) in the shard, "
+                     f"{covered.get('skipped_other_shards', '?')} left to the other")
+    lines.append(f"{'mailbox':<10} {'shard':>6} {'copied':>7} {'source':>7} {'target':>7}")
+    for row in result["per_mailbox"]:
+        lines.append(f"{row['mailbox']:<10} {','.join(row['shards']) or '-':>6} {row['copied']:>7} "
+                     f"{row['source']:>7} {row['target']:>7}")
+    rows = result["per_mailbox"]
+    once = all(len(r["shards"]) == 1 for r in rows)
+    exact = all(r["source"] == r["target"] == r["copied"] for r in rows) and result["fidelity"]["identical"]
+    lines.append(f"every mailbox in exactly one shard: {'PASS' if once else 'FAIL'}; together the shards copied "
+                 f"exactly the corpus, nothing twice: {'PASS' if exact else 'FAIL'} "
+                 f"({sum(r['copied'] for r in rows)} copied, {sum(r['source'] for r in rows)} on the source, "
+                 f"{sum(r['target'] for r in rows)} on the target; fidelity: {result['fidelity']['summary']})")
+    return "\n".join(lines)
 
 
 def _interrupted(*_) -> None:
