@@ -387,9 +387,10 @@ def shards_scenario(args, users: list[User]) -> dict:
         for shard in ("1/2", "2/2"):
             say(f"shard {shard}: syncing")
             # This tree's code, whatever mailstack the venv has installed.
-            command = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-m", "mailstack.cli", "sync", "--source", f"imap://{SHARDS_OLD}:143",
-                       "--target", f"imap://{SHARDS_NEW}:143", "--accounts", str(accounts), "--jobs", str(args.jobs),
-                       "--state-dir", str(work / "state"), "--shard", shard, "--json"]
+            command = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-m", "mailstack.cli", "sync",
+                       "--source", f"imap://{SHARDS_OLD}:143", "--target", f"imap://{SHARDS_NEW}:143",
+                       "--accounts", str(accounts), "--jobs", str(args.jobs), "--state-dir", str(work / "state"),
+                       "--shard", shard, "--json"]
             run = run_parallel([command], work, f"shard-{shard.replace('/', '-of-')}")
             output = run["outputs"][0]
             try:

@@ -1,4 +1,4 @@
-"""`mailstack sync --shard K/N` between two real Dovecot servers: two shards, one after the other, copy the source once."""
+"""`mailstack sync --shard K/N` against two real Dovecot servers: two shards, one after the other, copy all once."""
 
 from __future__ import annotations
 
