@@ -318,7 +318,7 @@ def main() -> int:
     if args.scenario == "shards":
         result = shards_scenario(args, users)
         print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else shards_table(result))
-        return 0
+        return 0 if shards_exact(result["per_mailbox"], result["fidelity"]) else 1
     tools = args.tools.split(",")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     with ExitStack() as stack:
@@ -415,6 +415,12 @@ def shard_figures(users: list[User], source: dict, target: dict, runs: dict) -> 
     return rows
 
 
+def shards_exact(rows: list[dict], fidelity_found: dict) -> bool:
+    """Each mailbox synced by one shard, which copied what the source holds, and the target holds just that."""
+    return fidelity_found["identical"] and all(
+        len(r["shards"]) == 1 and r["source"] == r["target"] == r["copied"] for r in rows)
+
+
 def shards_table(result: dict) -> str:
     c = result["corpus"]
     lines = [f"corpus: {c['messages']} messages, {c['bytes'] / 1e6:.0f} MB, {len(result['per_mailbox'])} mailboxes"]
@@ -429,7 +435,7 @@ def shards_table(result: dict) -> str:
                      f"{row['source']:>7} {row['target']:>7}")
     rows = result["per_mailbox"]
     once = all(len(r["shards"]) == 1 for r in rows)
-    exact = all(r["source"] == r["target"] == r["copied"] for r in rows) and result["fidelity"]["identical"]
+    exact = shards_exact(rows, result["fidelity"])
     lines.append(f"every mailbox in exactly one shard: {'PASS' if once else 'FAIL'}; together the shards copied "
                  f"exactly the corpus, nothing twice: {'PASS' if exact else 'FAIL'} "
                  f"({sum(r['copied'] for r in rows)} copied, {sum(r['source'] for r in rows)} on the source, "
