@@ -22,7 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mailstack.files import write_file
 from mailstack.problems import InputError, Problem
@@ -69,6 +69,14 @@ class ShardSync(BaseModel):
     skipped: int = Field(ge=0, description="Accounts of the accounts file left to the other shards.")
     differences: int = Field(ge=0, description="What the run still found to do, plus account rows it could not run.")
     synced: dict[str, MailboxSync] = Field(default_factory=dict, description="Latest sync per roster address.")
+
+    @field_validator("shard")
+    @classmethod
+    def _k_of_n(cls, value: str) -> str:
+        index, count = (int(n) for n in value.split("/"))
+        if index > count:
+            raise ValueError(f"shard {value}: K must be between 1 and N")
+        return value
 
     @property
     def index(self) -> int:
@@ -164,11 +172,16 @@ def load_evidence(path: Path) -> Evidence | None:
 
 
 def _read(path: Path, model, problems: list[Problem]):
+    """``model`` read from ``path``, or None with a problem naming the file and, when known, the key."""
     try:
         return model.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        problems.append(Problem(str(path), f"not a valid evidence file: {key + ': ' if key else ''}{first['msg']}"))
+    except (OSError, ValueError) as exc:
         problems.append(Problem(str(path), f"not a valid evidence file: {exc}".splitlines()[0]))
-        return None
+    return None
 
 
 def _shard_files(path: Path) -> list[tuple[Path, str]]:

@@ -151,6 +151,17 @@ def test_a_shard_file_whose_name_and_content_disagree_is_a_problem_naming_the_fi
     assert "holds shard 1/2, but its name says 2/3" in str(caught.value.problems[1])
 
 
+def test_a_shard_file_of_a_shard_past_its_count_is_a_problem(tmp_path):
+    path = tmp_path / "prod.json"
+    record(path, sync_shards={"1/2": shard_run("1/2", NOW, "bob@example.com")})
+    bad = tmp_path / "prod.sync-shard-3-of-2.json"
+    bad.write_text(shard_path(path, "1/2").read_text().replace('"1/2"', '"3/2"'))
+    with pytest.raises(InputError) as caught:
+        load_evidence(path)
+    assert [p.where for p in caught.value.problems] == [str(bad)]
+    assert "K must be between 1 and N" in str(caught.value.problems[0])
+
+
 def test_files_of_other_stacks_and_other_names_are_not_shards(tmp_path):
     path = tmp_path / "prod.json"
     record(path, sync_shards={"1/2": shard_run("1/2", NOW, "bob@example.com")})
