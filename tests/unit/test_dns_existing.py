@@ -210,6 +210,8 @@ def test_the_plan_says_what_each_existing_record_becomes_and_why():
     assert "  example.com TXT: v=spf1 include:_spf.crm.example -all -> merged: every other mechanism" in text
     assert "  _dmarc.example.com TXT: v=DMARC1; p=reject -> kept: an existing DMARC record is never replaced" in text
     assert not [h for h in result.hazards if h.kind == "dmarc"]
+    assert result.hazards[0].message == ("mail for example.com goes to 10 mail.example.com. instead of "
+                                         "10 old.example.com. (20 backup.mx.example. kept)")
     data = PlanJson().render(result, "t")
     assert '"becomes": "merged"' in data and '"problems": []' in data
     assert "| `example.com` | MX | `20 backup.mx.example.` | kept |" in PlanMarkdown().render(result, "t")
