@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping
 
+from mailstack.host.hazards import tag_value
 from mailstack.stack.settings import Settings
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4
@@ -167,9 +168,9 @@ def decide(settings: Settings, record: Record, existing: Iterable[str]) -> Decis
     if record.type == "TXT" and record.name in settings.domains:
         return _decide_apex_txt(settings, record, existing)
     if record.type == "TXT" and record.name.startswith("_dmarc."):
-        return _decide_replaceable(settings, record, existing, "DMARC", "v=dmarc1")
+        return _decide_dmarc(settings, record, existing)
     if record.type == "TXT" and record.name.startswith(f"{settings.dns.dkim_selector}._domainkey."):
-        return _decide_replaceable(settings, record, existing, "DKIM", "")
+        return _decide_dkim(settings, record, existing)
     same = {_comparable(record.type, v) for v in existing} == {_comparable(record.type, v) for v in record.values}
     fates = tuple(Fate(v, KEPT, "the stack's value already", notable=False) if same else
                   Fate(v, REPLACED, f"this name is the new host's ({record.reason})") for v in existing)
@@ -238,6 +239,11 @@ def _body(term: str) -> str:
     return (term[1:] if term[:1] in "+?~-" else term).lower()
 
 
+def _qualified(term: str) -> str:
+    """A mechanism with its qualifier spelled out, lower case (``mx`` and ``+MX`` are one)."""
+    return (term if term[:1] in "+?~-" else "+" + term).lower()
+
+
 def old_server_terms(settings: Settings) -> set[str]:
     """SPF mechanisms (bodies) that name the old server: removed from the zone's SPF at decommission."""
     old = settings.old_server
@@ -265,15 +271,15 @@ def merge_spf(settings: Settings, ours: str, existing: Iterable[str]) -> tuple[s
                     modifiers.append(term)
             elif _body(term) in old_terms:
                 dropped.append(term)
-            elif (term if term[:1] in "+?~-" else "+" + term).lower() not in seen:
-                seen.add((term if term[:1] in "+?~-" else "+" + term).lower())
+            elif _qualified(term) not in seen:
+                seen.add(_qualified(term))
                 mechanisms.append(term)
-    added = [t for t in our_terms if not _ALL.match(t) and "+" + t.lower() not in seen]
+    added = [t for t in our_terms if not _ALL.match(t) and _qualified(t) not in seen]
     strictest = max(alls, key=lambda t: ALL_STRICTNESS.index(_ALL.match(t).group(1) or "+"))
     # RFC 7208 6.1: redirect= is ignored when an all is present; a record that redirects keeps doing so.
     redirects = any(m.lower().startswith("redirect=") for m in modifiers)
-    existing_all = len(alls) > 1
-    final = [] if redirects and not existing_all else [strictest.lower()]
+    zone_has_all = len(alls) > 1
+    final = [] if redirects and not zone_has_all else [strictest.lower()]
     merged = "v=spf1 " + " ".join([*mechanisms, *added, *modifiers, *final])
     fates = []
     for text in existing:
@@ -319,35 +325,44 @@ def _decide_apex_txt(settings: Settings, record: Record, existing: tuple[str, ..
 # ------------------------------------------------------------------ DMARC and DKIM
 
 
-def _decide_replaceable(settings: Settings, record: Record, existing: tuple[str, ...], kind: str,
-                        prefix: str) -> Decision:
-    """An existing DMARC record is kept and an existing other DKIM key refused, unless listed in dns.replace."""
+def _dkim_key(text: str) -> str:
+    return re.sub(r"\s", "", tag_value(text, "p") or "")
+
+
+def _decide_dmarc(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    """An existing DMARC record is kept as it is unless its name is listed in ``dns.replace``."""
     if {txt_text(v) for v in existing} == {txt_text(v) for v in record.values}:
-        return Decision(record, tuple(Fate(v, KEPT, f"the stack's {kind} record already", notable=False)
-                                      for v in existing),
-                        overwrite=True)
-    ours = txt_text(record.values[0])
+        return Decision(record, tuple(Fate(v, KEPT, "the stack's DMARC record already", notable=False)
+                                      for v in existing), overwrite=True)
     if record.name in settings.dns.replace:
         fates = tuple(Fate(v, REPLACED, f"{record.name} is listed in mailstack:dns.replace") for v in existing)
         return Decision(record, fates, overwrite=True)
-    if kind == "DKIM":
-        problem = (f"{record.name} TXT: the zone already publishes another DKIM key at selector "
-                   f"{settings.dns.dkim_selector} ({_short(txt_text(existing[0]))}); the new host would sign with "
-                   "a key receivers cannot find there. Choose another mailstack:dns.dkim_selector, or list "
-                   f"{record.name} in mailstack:dns.replace to replace it")
-        fates = tuple(Fate(v, KEPT, "another key at the stack's selector: refused, never replaced") for v in existing)
-        return Decision(Record(record.name, record.type, existing, record.ttl, record.reason), fates,
-                        overwrite=False, problem=problem)
-    fates = tuple(Fate(v, KEPT, f"an existing {kind} record is never replaced unless {record.name} is listed in "
+    ours = txt_text(record.values[0])
+    fates = tuple(Fate(v, KEPT, f"an existing DMARC record is never replaced unless {record.name} is listed in "
                                 f"mailstack:dns.replace (the stack's would be {ours!r})") for v in existing)
-    policy = next((part.split("=", 1)[1].strip() for v in existing if txt_text(v).lower().startswith(prefix)
-                   for part in txt_text(v).split(";") if part.strip().lower().startswith("p=")), None)
-    reason = f"{kind}: the zone's record kept" + (f" (p={policy})" if policy else "")
+    policy = next((tag_value(txt_text(v), "p") for v in existing if txt_text(v).lower().startswith("v=dmarc1")), None)
+    reason = "DMARC: the zone's record kept" + (f" (p={policy})" if policy else "")
+    # Declared as it is served (the resource keeps its name in every phase; nothing changes).
     return Decision(Record(record.name, record.type, existing, record.ttl, reason), fates, overwrite=True)
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 60 else f"{text[:40]}…{text[-12:]}"
+def _decide_dkim(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    """The stack's key at its selector; another key there is refused unless the name is listed in ``dns.replace``."""
+    ours = _dkim_key(txt_text(record.values[0]))
+    if {_dkim_key(txt_text(v)) for v in existing} == {ours}:
+        return Decision(record, tuple(Fate(v, KEPT, "the stack's DKIM key already", notable=False)
+                                      for v in existing), overwrite=True)
+    if record.name in settings.dns.replace:
+        fates = tuple(Fate(v, REPLACED, f"{record.name} is listed in mailstack:dns.replace") for v in existing)
+        return Decision(record, fates, overwrite=True)
+    theirs = _dkim_key(txt_text(existing[0]))
+    problem = (f"{record.name} TXT: the zone already publishes another DKIM key at selector "
+               f"{settings.dns.dkim_selector} (p={theirs[:16]}{'…' if len(theirs) > 16 else ''}); the new host "
+               "would sign with a key receivers cannot find there. Choose another mailstack:dns.dkim_selector, or "
+               f"list {record.name} in mailstack:dns.replace to replace it")
+    fates = tuple(Fate(v, KEPT, "another key at the stack's selector: refused, never replaced") for v in existing)
+    return Decision(Record(record.name, record.type, existing, record.ttl, record.reason), fates, overwrite=False,
+                    problem=problem)
 
 
 def decide_all(settings: Settings, wanted: Iterable[Record],
