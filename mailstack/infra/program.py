@@ -163,7 +163,10 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         old_server = OldMailServer(f"{name}-old-server", instance_id=settings.old_server.instance_id,
                                    phase=settings.phase)
 
-    planned = decided.apply(lambda by_key: [d.record.as_dict() for d in by_key.values()])
+    # Each record with its reason, and what each value the zone served there before became (kept, merged...).
+    planned = decided.apply(lambda by_key: [
+        {**d.record.as_dict(), "existing": [{"value": f.value, "becomes": f.becomes, "reason": f.reason}
+                                            for f in d.fates if f.notable]} for d in by_key.values()])
     return {
         "phase": settings.phase,
         "host_name": settings.host.name,
