@@ -2,7 +2,9 @@
 
 As octoDNS's Plan: the record sets that exist, the ones the stack wants (each
 with its reason), the changes between them, the hazards a reviewer must see
-first, and whether the plan is safe (thresholds, with a force override).
+first, what each record the zone serves now becomes (kept, merged, replaced,
+removed: the rules of :func:`mailstack.host.records.decide`), what refuses the
+phase, and whether the plan is safe (thresholds, with a force override).
 Values are typed (MX preference and exchange, the text of a TXT whatever its
 255-character strings), so that two spellings of one record are equal.
 Printing lives in :mod:`mailstack.host.plan_output`.

@@ -1,7 +1,10 @@
 """The DNS records a stack wants in each phase, each with the reason it exists.
 
 Pure: the Pulumi program declares these in Route53; ``mailstack preview``
-and the stack outputs show them with their reasons.
+and the stack outputs show them with their reasons. :func:`decide` holds the
+rules for what the zone already serves at those names (SPF merged, DMARC
+kept, a DKIM key at the selector checked, other MX entries kept), shared by
+the program and ``mailstack plan``.
 """
 
 from __future__ import annotations
