@@ -136,6 +136,9 @@ def dns_checks(target: Target) -> list[Result]:
     if target.dkim_selector:
         name = f"{target.dkim_selector}._domainkey.{target.domain}"
         results.append(judge_dkim(name, lookup(res, name, "TXT"), target.dkim_public_key))
+    else:
+        results.append(error("DKIM", "no DKIM selector to look up: the key was not checked",
+                             "give --dkim-selector, or -s ENV (the stack's mailstack:dns.dkim_selector)"))
     results.append(judge_dmarc(target.domain, lookup(res, f"_dmarc.{target.domain}", "TXT")))
     if target.mta_sts:
         results.append(judge_tagged("MTA-STS", f"_mta-sts.{target.domain}", lookup(res, f"_mta-sts.{target.domain}", "TXT"),

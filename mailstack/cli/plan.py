@@ -28,7 +28,8 @@ class Format(str, Enum):
 
 
 PLAN_EXIT_CODES = ("Exit codes: 0 done (with --detailed-exitcode: no change); 1 the input has problems, AWS could "
-                   "not be read, or the plan is over the safety thresholds without --force (nothing was changed); "
+                   "not be read, the zone's records refuse the phase (SPF over 10 lookups, another DKIM key at the "
+                   "selector), or the plan is over the safety thresholds without --force (nothing was changed); "
                    "2 wrong usage, or with --detailed-exitcode: the plan has changes.")
 
 
@@ -80,6 +81,12 @@ def plan(
     result = dns_plan.stack_plan(settings, existing, host_ip=host_ip, dkim=dkim, notes=notes,
                                  gate_refusals=gate.reasons)
     out.print(FORMATS[output.value]().render(result, stack), markup=False, end="")
+    if result.problems:
+        for problem in result.problems:
+            err.print(f"plan refused: {problem}", markup=False)
+        err.print("pulumi up would stop before changing anything: fix the zone or the stack's mailstack:dns settings",
+                  markup=False)
+        raise typer.Exit(EXIT_PROBLEMS)
     unsafe = result.unsafe_reasons()
     if unsafe and not force:
         for reason in unsafe:

@@ -84,7 +84,8 @@ def verify(
     password_file: Optional[Path] = typer.Option(None, help="File whose first line is the test mailbox's password."),
     cafile: Optional[Path] = typer.Option(None, help="CA certificate(s) to trust (default: the system's)."),
     dns_server: Optional[str] = typer.Option(None, help="Ask this DNS server (IP[:PORT]) instead of the system's."),
-    dkim_selector: Optional[str] = typer.Option(None, help="DKIM selector to check."),
+    dkim_selector: Optional[str] = typer.Option(None, help="DKIM selector to check (with -s: the stack's "
+                                                           "mailstack:dns.dkim_selector)."),
     dkim_key: Optional[str] = typer.Option(None, help="Expected DKIM public key (base64), e.g. from the stack outputs."),
     mta_sts: Optional[bool] = typer.Option(None, "--mta-sts/--no-mta-sts", help="Check MTA-STS and TLS-RPT records."),
     accounts_file: Optional[Path] = typer.Option(
@@ -132,7 +133,8 @@ def verify(
     except InputError as exc:
         fail(exc)
     target = Target(host=host_name, domain=domain_name, address=address, user=user, password=password,
-                    cafile=str(cafile) if cafile else None, dns_server=dns_server, dkim_selector=dkim_selector,
+                    cafile=str(cafile) if cafile else None, dns_server=dns_server,
+                    dkim_selector=dkim_selector or (settings.dns.dkim_selector if settings else None),
                     dkim_public_key=dkim_key, mta_sts=mta_sts if mta_sts is not None else bool(settings and settings.web))
     results = run_checks(checks, target)
     failed = [r for r in results if not r.passed]

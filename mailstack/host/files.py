@@ -20,7 +20,7 @@ from mailstack.clients.values import mail_servers
 from mailstack.host import records
 from mailstack.stack.passwords import initial_password_hash
 from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
-from mailstack.stack.settings import Settings
+from mailstack.stack.settings import DEFAULT_DKIM_SELECTOR, Settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MAIL_ROOT = "/var/mail/vmail"
@@ -30,9 +30,9 @@ AGENT = "/usr/local/sbin/mailstack-agent"
 VMAIL_UID = 5000
 """uid and gid of the ``vmail`` user owning every Maildir (fixed, so Dovecot can pin ``first_valid_uid``)."""
 
-DKIM_SELECTOR = "mail"
-"""Default DKIM selector: the key is published at ``mail._domainkey.<domain>``.
-A key rotation publishes the new key under a new selector first, then switches."""
+DKIM_SELECTOR = DEFAULT_DKIM_SELECTOR
+"""The default DKIM selector (``mailstack:dns.dkim_selector`` sets the stack's): the key is published at
+``<selector>._domainkey.<domain>``. A key rotation publishes the new key under a new selector first, then switches."""
 
 DKIM_PORT = 8891
 """OpenDKIM's milter port, on a loopback address only."""
@@ -136,9 +136,12 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SELECTOR,
+def host_context(settings: Settings, *, dkim: bool, dkim_selector: str | None = None,
                  relay_password_parameter: str | None = None, placement: Placement = PRODUCTION) -> dict:
-    """The values every host template is rendered with; ``placement`` moves a local run."""
+    """The values every host template is rendered with; ``placement`` moves a local run.
+
+    ``dkim_selector`` defaults to the stack's (``mailstack:dns.dkim_selector``), the one its records publish."""
+    dkim_selector = dkim_selector or settings.dns.dkim_selector
     root, host = placement.root, settings.host.name
     relay = settings.relay
     if placement.relayhost:
@@ -191,7 +194,7 @@ def host_context(settings: Settings, *, dkim: bool, dkim_selector: str = DKIM_SE
 
 def render_host_files(settings: Settings, roster: Roster, *, password_seed: str, mail_volume_id: str,
                       relay_password_parameter: str | None = None, dkim_private_key: str | None = None,
-                      dkim_selector: str = DKIM_SELECTOR, placement: Placement = PRODUCTION) -> dict[str, HostFile]:
+                      dkim_selector: str | None = None, placement: Placement = PRODUCTION) -> dict[str, HostFile]:
     """Every file the bundle installs on the host, keyed by its path on the host.
 
     ``dkim_private_key`` is the PEM of the DKIM signing key (publish

@@ -39,16 +39,23 @@ def _texts(record_set, prefix: str) -> list[str]:
 
 
 def _mx(name: str, before, after) -> list[Hazard]:
-    old = ", ".join(map(str, before.values)) if before else ""
-    new = ", ".join(map(str, after.values)) if after else ""
+    kept = [v for v in before.values if v in after.values] if before and after else []
+    old = ", ".join(str(v) for v in (before.values if before else ()) if v not in kept)
+    new = ", ".join(str(v) for v in (after.values if after else ()) if v not in kept)
+    # Entries in both (a backup MX the stack keeps) are named apart: the hazard is what moves.
+    also = f" ({', '.join(map(str, kept))} kept)" if kept else ""
     hazards = []
     if (before.values if before else ()) != (after.values if after else ()):
         if not before:
             message = f"mail for {name} goes to {new} (no MX was published: senders used the name's address)"
         elif not after:
             message = f"mail for {name} has no MX any more (was {old})"
+        elif not new:
+            message = f"mail for {name} no longer goes to {old}{also}"
+        elif not old:
+            message = f"mail for {name} may also go to {new}{also}"
         else:
-            message = f"mail for {name} goes to {new} instead of {old}"
+            message = f"mail for {name} goes to {new} instead of {old}{also}"
         hazards.append(Hazard("mx", name, message))
     if before and after and before.ttl != after.ttl:
         hazards.append(Hazard("mx-ttl", name, f"MX TTL {before.ttl} s -> {after.ttl} s: the next MX change (or a "

@@ -2,7 +2,9 @@
 
 As octoDNS's Plan: the record sets that exist, the ones the stack wants (each
 with its reason), the changes between them, the hazards a reviewer must see
-first, and whether the plan is safe (thresholds, with a force override).
+first, what each record the zone serves now becomes (kept, merged, replaced,
+removed: the rules of :func:`mailstack.host.records.decide`), what refuses the
+phase, and whether the plan is safe (thresholds, with a force override).
 Values are typed (MX preference and exchange, the text of a TXT whatever its
 255-character strings), so that two spellings of one record are equal.
 Printing lives in :mod:`mailstack.host.plan_output`.
@@ -16,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
-from mailstack.host import files as hostfiles, records
+from mailstack.host import records
 from mailstack.host.hazards import Hazard, hazards_of, tag_value
 from mailstack.stack.settings import PHASES, Settings
 
@@ -165,6 +167,8 @@ class Desired:
     records: RecordSet
     reason: str
     stand_in: str | None = None
+    fates: tuple[records.Fate, ...] = ()  # what each value the zone serves there now becomes
+    problem: str | None = None  # why the stack must not apply (SPF over the lookup limit, a DKIM key taken)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class Change:
     stand_in: str | None = None
     takes_over: bool = False  # it changes a record set the stack did not write (counts for the thresholds)
     hazards: tuple[Hazard, ...] = ()
+    fates: tuple[records.Fate, ...] = ()
 
     @property
     def records(self) -> RecordSet:
@@ -212,6 +217,18 @@ class Plan:
     @property
     def hazards(self) -> tuple[Hazard, ...]:
         return tuple(h for change in self.changes for h in change.hazards)
+
+    def fates(self) -> list[tuple[RecordSet, records.Fate]]:
+        """What each record the zone serves now becomes, where there is something to say (not the stack's own
+        values served already), record set by record set."""
+        found = [(c.records, f) for c in self.changes for f in c.fates]
+        found += [(d.records, f) for d in self.unchanged for f in d.fates]
+        return [(rs, f) for rs, f in found if f.notable]
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the phase must not be applied to this zone (the Pulumi program refuses it too)."""
+        return tuple(d.problem for d in self.desired if d.problem)
 
     @property
     def has_changes(self) -> bool:
@@ -258,18 +275,22 @@ def diff(zone: str, phase: str, existing: Iterable[RecordSet], desired: Iterable
             unchanged.append(want)
             continue
         changes.append(Change("create" if have is None else "update", have, want.records, want.reason, want.stand_in,
-                              takes_over=have is not None and have.values not in written.get(key, ())))
+                              takes_over=have is not None and have.values not in written.get(key, ()),
+                              fates=want.fates))
     for have in existing:
         if have.key in wanted:
             continue
         if have.key in owned:
             changes.append(Change("delete", have, None, owned[have.key],
-                                  takes_over=have.values not in written.get(have.key, ())))
+                                  takes_over=have.values not in written.get(have.key, ()),
+                                  fates=tuple(records.Fate(str(v), records.REMOVED, owned[have.key])
+                                              for v in have.values)))
         else:
             foreign.append(have)
     modes = mta_sts_modes or {}
     changes = [Change(c.action, c.existing, c.desired, c.reason, c.stand_in, c.takes_over,
-                      hazards_of(c.records.name, c.records.type, c.existing, c.desired, modes)) for c in changes]
+                      hazards_of(c.records.name, c.records.type, c.existing, c.desired, modes), c.fates)
+               for c in changes]
     return Plan(zone, phase, existing, desired, tuple(changes), tuple(unchanged),
                 tuple(sorted(foreign, key=lambda r: r.key)), tuple(notes), tuple(gate_refusals), thresholds)
 
@@ -285,23 +306,33 @@ class Known:
 
 def declared(settings: Settings, existing: Mapping[Key, RecordSet], *, host_ip: Known,
              dkim: Known | None) -> list[Desired]:
-    """The record sets the Pulumi program declares for the settings' phase, against this zone."""
-    dkim_record = records.Dkim(hostfiles.DKIM_SELECTOR, dkim.value) if dkim else None
+    """The record sets the Pulumi program declares for the settings' phase, against this zone
+    (the rules of :func:`mailstack.host.records.decide`)."""
+    selector = settings.dns.dkim_selector
+    dkim_record = records.Dkim(selector, dkim.value) if dkim else None
     out = []
     for record in records.desired_records(settings, ip=host_ip.value, dkim=dkim_record):
         have = existing.get((record.name, record.type, ""))
-        values = records.declared_values(settings, record, have.raw if have else ())
+        is_dkim = record.name.startswith(f"{selector}._domainkey.")
         stand_in = None
         if record.type == "A" and record.name == settings.host.name and host_ip.stand_in:
             stand_in = f"address {host_ip.value} is {host_ip.source}"
-        if dkim is not None and dkim.stand_in and record.name.startswith(f"{hostfiles.DKIM_SELECTOR}._domainkey."):
-            if have is not None:
-                # The real key is known only to Pulumi: show the served one rather than a change that is not one.
-                values = have.raw
-                stand_in = "the stack's DKIM key is not known here: shown as the zone serves it, not compared"
-            else:
+        if is_dkim and dkim is not None and dkim.stand_in and have is not None:
+            # The real key is known only to Pulumi: show the served one rather than a change that is not one.
+            decision = records.Decision(records.Record(record.name, record.type, have.raw, record.ttl, record.reason),
+                                        tuple(records.Fate(records.route53_txt(v), records.KEPT,
+                                                           "served now; compared with the stack's key only where "
+                                                           "it is known") for v in have.raw))
+            stand_in = ("the stack's DKIM key is not known here: shown as the zone serves it, not compared; if it is "
+                        f"not the stack's key, pulumi up refuses it (choose another mailstack:dns.dkim_selector or "
+                        f"list {record.name} in mailstack:dns.replace)")
+        else:
+            decision = records.decide(settings, record, have.raw if have else ())
+            if is_dkim and dkim is not None and dkim.stand_in:
                 stand_in = f"DKIM key is {dkim.source}"
-        out.append(Desired(record_set(record.name, record.type, record.ttl, values), record.reason, stand_in))
+        chosen = decision.record
+        out.append(Desired(record_set(chosen.name, chosen.type, chosen.ttl, chosen.values), chosen.reason, stand_in,
+                           decision.fates, decision.problem))
     return out
 
 

@@ -52,9 +52,14 @@ class PlanText:
                  f"{len(plan.existing)} record sets in the zone"]
         lines += [f"  pulumi up would refuse the {plan.phase} phase: {reason}" for reason in plan.gate_refusals]
         lines += [f"  unsafe, needs --force: {reason}" for reason in plan.unsafe_reasons()]
+        lines += [f"  refused: {problem}" for problem in plan.problems]
         hazards = plan.hazards
         lines.append(f"Hazards ({len(hazards)}):" if hazards else "Hazards: none")
         lines += [f"  ! {h.kind:<8} {h.message}" for h in hazards]
+        fates = plan.fates()
+        if fates:
+            lines.append(f"Existing records, what each becomes ({len(fates)}):")
+            lines += [f"  {rs.name} {rs.type}: {short(f.value)} -> {f.becomes}: {f.reason}" for rs, f in fates]
         lines.append(f"Changes: {summary_line(plan)}")
         for change in plan.changes:
             rec = change.records
@@ -103,6 +108,10 @@ class PlanMarkdown:
             out += ["> [!CAUTION]", f"> `pulumi up` would refuse the {plan.phase} phase now:"]
             out += [f"> - {_cell(reason)}" for reason in plan.gate_refusals]
             out.append("")
+        if plan.problems:
+            out += ["> [!CAUTION]", "> Refused: `pulumi up` stops before changing anything:"]
+            out += [f"> - {_cell(problem)}" for problem in plan.problems]
+            out.append("")
         unsafe = plan.unsafe_reasons()
         if unsafe:
             out += ["> [!CAUTION]", "> Over the safety thresholds: `mailstack plan --force` must accept it:"]
@@ -115,6 +124,13 @@ class PlanMarkdown:
             out.append("")
         else:
             out += ["No hazard.", ""]
+        fates = plan.fates()
+        if fates:
+            out += [f"**Existing records, what each becomes ({len(fates)})**", "",
+                    "| name | type | served now | becomes | why |", "|---|---|---|---|---|"]
+            out += [f"| `{_cell(rs.name)}` | {rs.type} | {_code([f.value])} | {f.becomes} | {_cell(f.reason)} |"
+                    for rs, f in fates[:LISTED]]
+            out.append("")
         out += [f"**{summary_line(plan)}**", ""]
         if plan.changes:
             out += ["| | name | type | TTL | before | after | why |", "|---|---|---|---|---|---|---|"]
@@ -164,6 +180,9 @@ class PlanJson:
                        "existing": len(plan.existing)},
             "hazards": [{"kind": h.kind, "name": h.name, "message": h.message} for h in plan.hazards],
             "unsafe": list(plan.unsafe_reasons()),
+            "problems": list(plan.problems),
+            "existing": [{"name": rs.name, "type": rs.type, "value": f.value, "becomes": f.becomes, "reason": f.reason}
+                         for rs, f in plan.fates()],
             "gate_refusals": list(plan.gate_refusals),
             "changes": [{"action": c.action, "name": c.records.name, "type": c.records.type, "reason": c.reason,
                          "before": _set(c.existing), "after": _set(c.desired), "stand_in": c.stand_in,

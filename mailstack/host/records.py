@@ -1,7 +1,10 @@
 """The DNS records a stack wants in each phase, each with the reason it exists.
 
 Pure: the Pulumi program declares these in Route53; ``mailstack preview``
-and the stack outputs show them with their reasons.
+and the stack outputs show them with their reasons. :func:`decide` holds the
+rules for what the zone already serves at those names (SPF merged, DMARC
+kept, a DKIM key at the selector checked, other MX entries kept), shared by
+the program and ``mailstack plan``.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from mailstack.host.hazards import tag_value
 from mailstack.stack.settings import Settings
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4
@@ -91,37 +95,20 @@ def txt(text: str) -> str:
     return '""'.join(chunks)
 
 
-def merge_txt(ours: Iterable[str], existing: Iterable[str]) -> tuple[str, ...]:
-    """Our TXT values plus the existing ones we do not own (any other SPF is ours to replace)."""
-    ours = tuple(ours)
-    kept = [value for value in map(route53_txt, existing)
-            if not value.lower().startswith("v=spf1") and value not in ours]
-    return ours + tuple(kept)
-
-
-def reads_zone(settings: Settings, record: Record) -> bool:
-    """Whether the values declared for ``record`` depend on what the zone holds there now."""
-    return record.type == "TXT" and record.name in settings.domains
-
-
-def declared_values(settings: Settings, record: Record, existing: Iterable[str]) -> tuple[str, ...]:
-    """The values the stack declares for ``record``, given the values the zone serves there now (Route53 form).
-
-    The one rule the Pulumi program and ``mailstack plan`` share.
-    """
-    return merge_txt(record.values, existing) if reads_zone(settings, record) else record.values
-
-
 def mx_for_phase(settings: Settings) -> tuple[tuple[str, ...], int, str]:
-    """The MX flip: MX values, TTL and reason of the phase (old server, then the new host)."""
+    """The MX flip: the stack's MX entry, TTL and reason of the phase (old server, then the new host).
+
+    Other MX entries the zone holds are kept (see :func:`decide`)."""
     if settings.phase == "provision":
         old = settings.old_server
         return ((f"{old.mx_priority} {old.host}.",), settings.cutover_ttl,
                 f"mail still goes to the old server; TTL lowered to {settings.cutover_ttl} s so the flip propagates fast")
+    # The new host takes the old server's preference: other MX entries kept keep their order relative to it.
+    preference = settings.old_server.mx_priority
     if settings.phase == "cutover":
-        return ((f"10 {settings.host.name}.",), settings.cutover_ttl,
+        return ((f"{preference} {settings.host.name}.",), settings.cutover_ttl,
                 "mail goes to the new host; TTL kept low so a rollback propagates fast")
-    return ((f"10 {settings.host.name}.",), settings.normal_ttl,
+    return ((f"{preference} {settings.host.name}.",), settings.normal_ttl,
             "mail goes to the new host; the migration is over, TTL back to normal")
 
 
@@ -131,6 +118,261 @@ def route53_txt(value: str) -> str:
     if value.startswith('"') and value.endswith('"'):
         value = value[1:-1]
     return value.replace('" "', '""')
+
+
+def txt_text(value: str) -> str:
+    """The text of a declared TXT value: its 255-character strings joined."""
+    return value.replace('""', "")
+
+
+# ------------------------------------------------------------ existing records: what each becomes
+
+KEPT, MERGED, REPLACED, REMOVED = "kept", "merged", "replaced", "removed"
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What the stack does with one value the zone serves now: kept, merged, replaced or removed, and why."""
+
+    value: str
+    becomes: str
+    reason: str
+    notable: bool = True  # False: the stack's own value, served already (nothing to tell a reviewer)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The record set the stack declares at one name and type, given what the zone serves there now.
+
+    ``fates`` say what each existing value becomes; ``overwrite`` is whether
+    the stack may write over the existing set (the rules have read it and
+    decided from it); ``problem`` is why the stack must not apply at all.
+    """
+
+    record: Record
+    fates: tuple[Fate, ...] = ()
+    overwrite: bool = False
+    problem: str | None = None
+
+
+def decide(settings: Settings, record: Record, existing: Iterable[str]) -> Decision:
+    """What the stack declares for ``record`` given the values the zone serves there now (Route53's form).
+
+    The one rule the Pulumi program and ``mailstack plan`` share: SPF
+    mechanisms merged, an existing DMARC kept and an existing DKIM key at the
+    selector refused unless listed in ``dns.replace``, other MX entries kept
+    unless listed in ``dns.remove_mx``, other TXT values at the apex kept.
+    """
+    existing = tuple(route53_txt(v) if record.type == "TXT" else v.strip() for v in existing)
+    if not existing:
+        return Decision(record)
+    if record.type == "MX":
+        return _decide_mx(settings, record, existing)
+    if record.type == "TXT" and record.name in settings.domains:
+        return _decide_apex_txt(settings, record, existing)
+    if record.type == "TXT" and record.name.startswith("_dmarc."):
+        return _decide_dmarc(settings, record, existing)
+    if record.type == "TXT" and record.name.startswith(f"{settings.dns.dkim_selector}._domainkey."):
+        return _decide_dkim(settings, record, existing)
+    same = {_comparable(record.type, v) for v in existing} == {_comparable(record.type, v) for v in record.values}
+    fates = tuple(Fate(v, KEPT, "the stack's value already", notable=False) if same else
+                  Fate(v, REPLACED, f"this name is the new host's ({record.reason})") for v in existing)
+    return Decision(record, fates, overwrite=True)
+
+
+def _comparable(rtype: str, value: str) -> str:
+    if rtype == "TXT":
+        return txt_text(value)
+    return " ".join(value.lower().rstrip(".").split()).replace(". ", " ")
+
+
+# ------------------------------------------------------------------ MX
+
+
+def _mx_entry(value: str) -> tuple[int, str] | None:
+    try:
+        preference, exchange = value.split()
+        return int(preference), exchange.lower().rstrip(".")
+    except ValueError:
+        return None
+
+
+def _decide_mx(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    """The phase's MX (the flip) replaces the old server's and the new host's entries; others stay unless listed."""
+    ours = {_mx_entry(v) for v in record.values}
+    stack_hosts = {settings.old_server.host, settings.host.name}
+    remove = set(settings.dns.remove_mx)
+    preferred = min(p for p, _ in ours)
+    values, fates = list(record.values), []
+    for value in existing:
+        entry = _mx_entry(value)
+        if entry in ours:
+            fates.append(Fate(value, KEPT, "the stack's MX of this phase", notable=False))
+        elif entry is not None and entry[1] in stack_hosts:
+            what = "the old server's" if entry[1] == settings.old_server.host else "the new host's"
+            fates.append(Fate(value, REPLACED, f"{what} MX: {record.reason}"))
+        elif entry is not None and entry[1] in remove:
+            fates.append(Fate(value, REMOVED, "listed in mailstack:dns.remove_mx"))
+        else:
+            note = (f"; preference {entry[0]} is below the stack's {preferred}: senders try it first"
+                    if entry is not None and entry[0] < preferred else "")
+            fates.append(Fate(value, KEPT, "another MX (a backup or a filtering service): kept unless listed in "
+                                           f"mailstack:dns.remove_mx{note}"))
+            if value not in values:
+                values.append(value)
+    kept = sum(1 for f in fates if f.becomes == KEPT and _mx_entry(f.value) not in ours)
+    reason = record.reason + (f"; {kept} other MX entr{'y' if kept == 1 else 'ies'} kept" if kept else "")
+    return Decision(Record(record.name, record.type, tuple(values), record.ttl, reason), tuple(fates), overwrite=True)
+
+
+# ------------------------------------------------------------------ SPF
+
+_MODIFIER = re.compile(r"^[a-z][a-z0-9_.-]*=", re.I)
+_ALL = re.compile(r"^([+?~-]?)all$", re.I)
+ALL_STRICTNESS = "+?~-"  # ascending: -all is the strictest
+
+
+def _is_spf(value: str) -> bool:
+    text = txt_text(value).strip().lower()
+    return text == "v=spf1" or text.startswith("v=spf1 ")
+
+
+def _body(term: str) -> str:
+    """A mechanism without its qualifier, lower case (``-ip4:X`` -> ``ip4:x``)."""
+    return (term[1:] if term[:1] in "+?~-" else term).lower()
+
+
+def _qualified(term: str) -> str:
+    """A mechanism with its qualifier spelled out, lower case (``mx`` and ``+MX`` are one)."""
+    return (term if term[:1] in "+?~-" else "+" + term).lower()
+
+
+def old_server_terms(settings: Settings) -> set[str]:
+    """SPF mechanisms (bodies) that name the old server: removed from the zone's SPF at decommission."""
+    old = settings.old_server
+    names = {f"a:{old.host}", f"mx:{old.host}", f"ptr:{old.host}"}
+    if old.ip:
+        names |= {f"ip4:{old.ip}", f"ip4:{old.ip}/32"}
+    return names
+
+
+def merge_spf(settings: Settings, ours: str, existing: Iterable[str]) -> tuple[str, tuple[Fate, ...]]:
+    """One SPF record: the zone's mechanisms and modifiers kept (the old server's dropped at decommission),
+    the stack's added, the strictest ``all`` of both; with what each existing SPF record became."""
+    existing = [txt_text(v) for v in existing]
+    our_terms = ours.split()[1:]
+    our_all = next(t for t in our_terms if _ALL.match(t))
+    old_terms = old_server_terms(settings) if settings.phase == "decommission" else set()
+    mechanisms, modifiers, alls, dropped = [], [], [our_all], []
+    seen: set[str] = set()
+    for text in existing:
+        for term in text.split()[1:]:
+            if _ALL.match(term):
+                alls.append(term)
+            elif _MODIFIER.match(term):
+                if term.lower() not in {m.lower() for m in modifiers}:
+                    modifiers.append(term)
+            elif _body(term) in old_terms:
+                dropped.append(term)
+            elif _qualified(term) not in seen:
+                seen.add(_qualified(term))
+                mechanisms.append(term)
+    added = [t for t in our_terms if not _ALL.match(t) and _qualified(t) not in seen]
+    strictest = max(alls, key=lambda t: ALL_STRICTNESS.index(_ALL.match(t).group(1) or "+"))
+    # RFC 7208 6.1: redirect= is ignored when an all is present; a record that redirects keeps doing so.
+    redirects = any(m.lower().startswith("redirect=") for m in modifiers)
+    zone_has_all = len(alls) > 1
+    final = [] if redirects and not zone_has_all else [strictest.lower()]
+    merged = "v=spf1 " + " ".join([*mechanisms, *added, *modifiers, *final])
+    fates = []
+    for text in existing:
+        if text == merged:
+            fates.append(Fate(text, KEPT, "SPF already as the stack merges it", notable=False))
+            continue
+        parts = []
+        if added:
+            parts.append(f"adds {' '.join(added)}")
+        if dropped:
+            parts.append(f"drops the old server's {' '.join(dict.fromkeys(dropped))} (decommission)")
+        if not final:
+            parts.append("keeps its redirect= (no all added: it would disable the redirect)")
+        elif strictest.lower() != our_all.lower():
+            parts.append(f"keeps the zone's {strictest.lower()} (stricter than the stack's {our_all})")
+        elif any(a.lower() != strictest.lower() for a in alls[1:]):
+            parts.append(f"tightens the zone's all to the stack's {strictest.lower()}")
+        if len(existing) > 1:
+            parts.append(f"{len(existing)} SPF records are a permanent error (RFC 7208 3.2): merged into one")
+        fates.append(Fate(text, MERGED, "every other mechanism and modifier kept; " + "; ".join(parts)))
+    return merged, tuple(fates)
+
+
+def _decide_apex_txt(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    ours = next(txt_text(v) for v in record.values if _is_spf(v))
+    spfs = [v for v in existing if _is_spf(v)]
+    merged, fates = merge_spf(settings, ours, spfs) if spfs else (ours, ())
+    others = [v for v in existing if not _is_spf(v)]
+    fates = fates + tuple(Fate(v, KEPT, "not SPF (a site verification or another service's): not the stack's")
+                          for v in others)
+    values = (txt(merged), *(v for v in others if txt_text(v) != merged))
+    problem = None
+    lookups = spf_lookups(merged)
+    if lookups > SPF_LOOKUP_LIMIT:
+        problem = (f"{record.name} TXT: the SPF record merged with the zone's would need {lookups} DNS lookups "
+                   f"(include, a, mx, ptr, exists, redirect), over RFC 7208's limit of {SPF_LOOKUP_LIMIT}: "
+                   f"{merged!r}; remove or flatten (ip4:/ip6:) some of the zone's terms first")
+    reason = record.reason + ("; the zone's SPF mechanisms kept" if spfs else "")
+    return Decision(Record(record.name, record.type, values, record.ttl, reason), fates, overwrite=True,
+                    problem=problem)
+
+
+# ------------------------------------------------------------------ DMARC and DKIM
+
+
+def _dkim_key(text: str) -> str:
+    return re.sub(r"\s", "", tag_value(text, "p") or "")
+
+
+def _decide_dmarc(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    """An existing DMARC record is kept as it is unless its name is listed in ``dns.replace``."""
+    if {txt_text(v) for v in existing} == {txt_text(v) for v in record.values}:
+        return Decision(record, tuple(Fate(v, KEPT, "the stack's DMARC record already", notable=False)
+                                      for v in existing), overwrite=True)
+    if record.name in settings.dns.replace:
+        fates = tuple(Fate(v, REPLACED, f"{record.name} is listed in mailstack:dns.replace") for v in existing)
+        return Decision(record, fates, overwrite=True)
+    ours = txt_text(record.values[0])
+    fates = tuple(Fate(v, KEPT, f"an existing DMARC record is never replaced unless {record.name} is listed in "
+                                f"mailstack:dns.replace (the stack's would be {ours!r})") for v in existing)
+    policy = next((tag_value(txt_text(v), "p") for v in existing if txt_text(v).lower().startswith("v=dmarc1")), None)
+    reason = "DMARC: the zone's record kept" + (f" (p={policy})" if policy else "")
+    # Declared as it is served (the resource keeps its name in every phase; nothing changes).
+    return Decision(Record(record.name, record.type, existing, record.ttl, reason), fates, overwrite=True)
+
+
+def _decide_dkim(settings: Settings, record: Record, existing: tuple[str, ...]) -> Decision:
+    """The stack's key at its selector; another key there is refused unless the name is listed in ``dns.replace``."""
+    ours = _dkim_key(txt_text(record.values[0]))
+    if {_dkim_key(txt_text(v)) for v in existing} == {ours}:
+        return Decision(record, tuple(Fate(v, KEPT, "the stack's DKIM key already", notable=False)
+                                      for v in existing), overwrite=True)
+    if record.name in settings.dns.replace:
+        fates = tuple(Fate(v, REPLACED, f"{record.name} is listed in mailstack:dns.replace") for v in existing)
+        return Decision(record, fates, overwrite=True)
+    theirs = _dkim_key(txt_text(existing[0]))
+    problem = (f"{record.name} TXT: the zone already publishes another DKIM key at selector "
+               f"{settings.dns.dkim_selector} (p={theirs[:16]}{'…' if len(theirs) > 16 else ''}); the new host "
+               "would sign with a key receivers cannot find there. Choose another mailstack:dns.dkim_selector, or "
+               f"list {record.name} in mailstack:dns.replace to replace it")
+    fates = tuple(Fate(v, KEPT, "another key at the stack's selector: refused, never replaced") for v in existing)
+    return Decision(Record(record.name, record.type, existing, record.ttl, record.reason), fates, overwrite=False,
+                    problem=problem)
+
+
+def decide_all(settings: Settings, wanted: Iterable[Record],
+               existing: Mapping[str, Iterable[str]]) -> tuple[list[Decision], list[str]]:
+    """Every record's decision against the zone (``Record.key -> values`` served), and every problem found."""
+    decisions = [decide(settings, r, existing.get(r.key, ())) for r in wanted]
+    return decisions, [d.problem for d in decisions if d.problem]
 
 
 WEB_LABELS = ("mta-sts", "autoconfig", "autodiscover")

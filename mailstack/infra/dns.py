@@ -18,7 +18,7 @@ class MailDns(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, *, zone_id: pulumi.Input[str],
-                 records: list[tuple[Record, pulumi.Input[list[str]]]],
+                 records: list[tuple[Record, pulumi.Input[list[str]], pulumi.Input[bool]]],
                  host_name: str, allocation_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:infra:MailDns", name, None, opts)
         self.records = {
@@ -29,11 +29,13 @@ class MailDns(pulumi.ComponentResource):
                 type=record.type,
                 ttl=record.ttl,
                 records=values,
-                # MX and apex TXT exist before the stack: take them over (apex TXT values we do not own are kept).
-                allow_overwrite=True,
-                opts=pulumi.ResourceOptions(parent=self),
+                # True only where the zone already serves this record set and the merge rules decided from it
+                # (records.decide: kept, merged, replaced by rule); a create never overwrites a set that appeared
+                # since. It matters only when the resource is created: later reads never show as a change.
+                allow_overwrite=overwrite,
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["allowOverwrite"]),
             )
-            for record, values in records
+            for record, values, overwrite in records
         }
         self.reverse = aws.ec2.EipDomainName(
             name,

@@ -51,12 +51,47 @@ def current_host_ip(settings: Settings) -> str | None:
     return found.public_ips[0] if found.public_ips else None
 
 
-def _existing_txt(zone_id: pulumi.Output[str], name: str) -> pulumi.Output[list[str]]:
-    """TXT values already served at ``name`` (kept, except an SPF, which the stack owns)."""
-    found = aws.route53.get_records_output(zone_id=zone_id, name_regex=f"^{re.escape(name)}\\.?$")
-    return found.resource_record_sets.apply(
-        lambda sets: [r.value for s in sets if s.type == "TXT" for r in (s.resource_records or [])]
-    )
+def _names_regex(names) -> str:
+    """A ``name_regex`` matching exactly these names (Route53 returns them with a trailing dot)."""
+    return "^(" + "|".join(re.escape(n) for n in sorted(set(names))) + ")\\.?$"
+
+
+def _by_name_type(sets) -> dict[str, list[str]]:
+    """Record sets read by ``get_records`` as ``name-type -> values`` (as :attr:`Record.key`; simple sets only)."""
+    found: dict[str, list[str]] = {}
+    for each in sets or []:
+        if getattr(each, "set_identifier", None) or getattr(each, "alias_target", None):
+            continue  # weighted, latency or alias sets: the stack declares none, and leaves them alone
+        name = each.name.lower().rstrip(".")
+        found.setdefault(f"{name}-{each.type}", []).extend(r.value for r in (each.resource_records or []))
+    return found
+
+
+def _existing_records(zone_id: pulumi.Output[str], names) -> pulumi.Output[dict[str, list[str]]]:
+    """Every record set the zone serves now at the names the stack declares: the merge rules decide from them."""
+    found = aws.route53.get_records_output(zone_id=zone_id, name_regex=_names_regex(names))
+    return found.resource_record_sets.apply(_by_name_type)
+
+
+def zone_refusals(settings: Settings) -> list[str]:
+    """Why the zone's existing records refuse the phase (an SPF over the lookup limit once merged), read before
+    any resource is declared. A DKIM key at the selector is compared once the stack's key is known (in build)."""
+    zone_id = aws.route53.get_zone(name=settings.zone, private_zone=False).zone_id
+    shapes = records.desired_records(settings, ip="", dkim=None)
+    found = aws.route53.get_records(zone_id=zone_id, name_regex=_names_regex(r.name for r in shapes))
+    return records.decide_all(settings, shapes, _by_name_type(found.resource_record_sets))[1]
+
+
+def _decisions(settings: Settings, by_key: dict, existing: dict) -> dict[str, records.Decision]:
+    decided = {key: records.decide(settings, record, existing.get(key, ()))
+               for key, record in by_key.items()}
+    problems = [d.problem for d in decided.values() if d.problem]
+    if problems:
+        for problem in problems:
+            pulumi.log.error(problem)
+        raise pulumi.RunError(f"{len(problems)} record set(s) of the zone refuse this phase (above); "
+                              "no DNS record was changed")
+    return decided
 
 
 def _placement(settings: Settings) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
@@ -80,7 +115,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
 
     seed = random.RandomPassword(f"{name}-password-seed", length=SEED_LENGTH, special=False)
     dkim_key = tls.PrivateKey(f"{name}-dkim", algorithm="RSA", rsa_bits=2048)
-    dkim = records.Dkim(hostfiles.DKIM_SELECTOR, dkim_key.public_key_pem.apply(records.dkim_value))
+    dkim = records.Dkim(settings.dns.dkim_selector, dkim_key.public_key_pem.apply(records.dkim_value))
     parameters = []
     if relay_password is not None:
         parameters.append(aws.ssm.Parameter(
@@ -114,14 +149,12 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         lambda args: {r.key: r for r in records.desired_records(settings, ip=args[0],
                                                                  dkim=records.Dkim(dkim.selector, args[1]))})
     shapes = records.desired_records(settings, ip="", dkim=records.Dkim(dkim.selector, ""))
-    declared = []
-    for record in shapes:
-        if records.reads_zone(settings, record):
-            values = pulumi.Output.all(resolved, _existing_txt(zone_id, record.name)).apply(
-                lambda args, key=record.key: list(records.declared_values(settings, args[0][key], args[1])))
-        else:
-            values = resolved.apply(lambda by_key, key=record.key: list(by_key[key].values))
-        declared.append((record, values))
+    # What the zone serves now decides what each record set becomes (records.decide: merged, kept, refused).
+    decided = pulumi.Output.all(resolved, _existing_records(zone_id, [r.name for r in shapes])).apply(
+        lambda args: _decisions(settings, *args))
+    declared = [(record,
+                 decided.apply(lambda by_key, key=record.key: list(by_key[key].record.values)),
+                 decided.apply(lambda by_key, key=record.key: by_key[key].overwrite)) for record in shapes]
     dns = MailDns(f"{name}-dns", zone_id=zone_id, records=declared,
                   host_name=settings.host.name, allocation_id=host.eip.allocation_id)
 
@@ -130,7 +163,10 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         old_server = OldMailServer(f"{name}-old-server", instance_id=settings.old_server.instance_id,
                                    phase=settings.phase)
 
-    planned = resolved.apply(lambda by_key: [r.as_dict() for r in by_key.values()])
+    # Each record with its reason, and what each value the zone served there before became (kept, merged...).
+    planned = decided.apply(lambda by_key: [
+        {**d.record.as_dict(), "existing": [{"value": f.value, "becomes": f.becomes, "reason": f.reason}
+                                            for f in d.fates if f.notable]} for d in by_key.values()])
     return {
         "phase": settings.phase,
         "host_name": settings.host.name,
@@ -177,6 +213,12 @@ def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
             f"phase {decision.phase} is not allowed yet ({len(decision.reasons)} reason(s) above); nothing was changed. "
             "Setting mailstack:phase back to provision is always allowed."
         )
+    refusals = zone_refusals(settings)
+    if refusals:
+        for problem in refusals:
+            pulumi.log.error(problem)
+        raise pulumi.RunError(f"the zone's records refuse phase {settings.phase} ({len(refusals)} problem(s) above); "
+                              "nothing was changed")
     outputs = build(settings, roster, stack=stack, relay_password=relay_password, evidence=evidence)
     for key, value in outputs.items():
         pulumi.export(key, value)

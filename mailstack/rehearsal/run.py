@@ -215,8 +215,8 @@ class Runner:
         box = self.accounts[0]
         target = Target(host=self.settings.host.name, domain=self.settings.primary_domain,
                         address=self.world.addresses.new, user=box.target_user, password=box.target_password,
-                        cafile=self.world.cafile, dns_server=self.world.dns.server, dkim_selector="mail",
-                        mta_sts=self.settings.web)
+                        cafile=self.world.cafile, dns_server=self.world.dns.server,
+                        dkim_selector=self.settings.dns.dkim_selector, mta_sts=self.settings.web)
         checks = [*SERVICE_CHECKS, dns_checks, mailbox_check(self.accounts, self.old, self.new)]
         results = run_checks(checks, target)
         failed = [f"{r.check}: {r.detail}" for r in results if not r.passed]

@@ -118,8 +118,8 @@ class World:
     def records(self, settings: Settings) -> list[Record]:
         """The zone as the stack declares it in ``settings``' phase, with the old server's own name and PTRs."""
         public = local.public_key_pem(self.dkim_key)
-        return (desired_records(settings, ip=self.addresses.new, dkim=Dkim("mail", dkim_value(public)))
-                + self.old_server_records())
+        dkim = Dkim(settings.dns.dkim_selector, dkim_value(public))
+        return desired_records(settings, ip=self.addresses.new, dkim=dkim) + self.old_server_records()
 
     def old_server_records(self) -> list[Record]:
         """The old server's name and reverse DNS, as they are before and during the migration."""

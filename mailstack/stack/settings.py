@@ -143,6 +143,42 @@ class Relay(_Model):
         None, description="SMTP AUTH user; its password is the secret mailstack:relay_password.")
 
 
+DEFAULT_DKIM_SELECTOR = "mailstack"
+"""The DKIM selector when ``dns.dkim_selector`` gives none: not a common default (``mail``, ``default``,
+``selector1``...), so the new host's key does not land on the old server's."""
+
+
+def _dns_label(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+        raise ValueError(f"{value!r} is not a DNS label (letters, digits and inner hyphens, at most 63)")
+    return value
+
+
+def _record_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".") if isinstance(value, str) else value
+    if not isinstance(name, str) or not re.fullmatch(r"([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}", name):
+        raise ValueError(f"{value!r} is not a DNS name such as _dmarc.example.com")
+    return name
+
+
+RecordName = Annotated[str, AfterValidator(_record_name)]
+
+
+class DnsSettings(_Model):
+    """How the stack treats records the zone already holds (the rules are in mailstack/host/records.py)."""
+
+    dkim_selector: Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+                             AfterValidator(_dns_label)] = Field(
+        DEFAULT_DKIM_SELECTOR, description="DKIM selector of the new host: its key is published at "
+                                           "<selector>._domainkey.<domain> and OpenDKIM signs with it.")
+    replace: list[RecordName] = Field(default_factory=list, description=(
+        "Names whose existing DMARC or DKIM record the stack may replace, e.g. _dmarc.example.org; "
+        "without it an existing one is kept (DMARC) or refused (DKIM with another key)."))
+    remove_mx: list[Fqdn] = Field(default_factory=list, description=(
+        "MX exchanges (host names) the stack removes from the domains' MX sets; other MX entries than the "
+        "old server's are kept."))
+
+
 class Snapshots(_Model):
     """Daily snapshots of the mail volume (Data Lifecycle Manager)."""
 
@@ -170,6 +206,7 @@ class Settings(_Model):
     web: bool = Field(True, description="Serve autoconfig/autodiscover and the MTA-STS policy (opens 80 and 443).")
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field("none", description="DMARC policy published for the domains.")
     snapshots: Snapshots = Field(default_factory=Snapshots)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
     exempt_mailboxes: dict[str, str] = Field(
         default_factory=dict, description="Roster addresses the gates do not require a sync, comparison or watch of, "
                                           "each with the reason (for example a mailbox created new on the new host).")
@@ -193,6 +230,15 @@ class Settings(_Model):
                 problems.append(("exempt_mailboxes", f"{address!r} is not an address: give the mailbox's roster address"))
             if not str(reason).strip():
                 problems.append(("exempt_mailboxes", f"{address}: give the reason this mailbox is not migrated"))
+        replaceable = {f"_dmarc.{d}" for d in self.domains} | {f"{self.dns.dkim_selector}._domainkey.{d}" for d in self.domains}
+        for name in self.dns.replace:
+            if name not in replaceable:
+                problems.append(("dns.replace", f"{name} is not a DMARC or DKIM name of the stack "
+                                                f"(_dmarc.<domain> or {self.dns.dkim_selector}._domainkey.<domain>)"))
+        for name in self.dns.remove_mx:
+            if name in (self.host.name, self.old_server.host):
+                problems.append(("dns.remove_mx", f"{name} is the {'new host' if name == self.host.name else 'old server'}: "
+                                                  "the stack moves that MX itself; list other exchanges only"))
         if problems:
             raise _FieldErrors(problems)
         return self

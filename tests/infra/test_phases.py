@@ -126,7 +126,9 @@ def test_existing_txt_values_the_stack_does_not_own_are_kept(project):
             {"value": '"google-site-verification=abc123"'}, {"value": '"v=spf1 include:_spf.oldhost.example -all"'}]},
     ]}}
     values = record_sets(run(project, "provision", lookups=existing))["example.com-TXT"]["records"]
-    assert values == ["v=spf1 a:mail.example.com ip4:192.0.2.25 ~all", "google-site-verification=abc123"]
+    # The zone's SPF is merged (its include and its stricter -all kept), never dropped.
+    assert values == ["v=spf1 include:_spf.oldhost.example a:mail.example.com ip4:192.0.2.25 -all",
+                      "google-site-verification=abc123"]
 
 
 def test_a_phase_change_touches_only_the_records_it_changes(project):

@@ -248,13 +248,13 @@ def test_each_domain_publishes_the_public_half_of_the_bundles_dkim_key(evaluatio
     from cryptography.hazmat.primitives import serialization
 
     files = json.loads(reveal(evaluation.one("aws:s3/bucketObjectv2:BucketObjectv2").inputs["content"]))["files"]
-    key_file = files["/etc/opendkim/keys/mail.private"]
+    key_file = files["/etc/opendkim/keys/mailstack.private"]
     assert key_file["mode"] == "0600" and key_file["owner"] == "opendkim:opendkim"
     private = serialization.load_pem_private_key(key_file["content"].encode(), password=None)
     der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     import base64
 
-    (record,) = [r for r in evaluation.of_type("aws:route53/record:Record") if r.name == "mail._domainkey.example.com-TXT"]
+    (record,) = [r for r in evaluation.of_type("aws:route53/record:Record") if r.name == "mailstack._domainkey.example.com-TXT"]
     value = f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
     assert record.inputs["records"] == ['""'.join(value[i:i + 255] for i in range(0, len(value), 255))]
     assert evaluation.outputs["dkim_public_key"] == base64.b64encode(der).decode()

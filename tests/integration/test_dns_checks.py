@@ -110,3 +110,19 @@ def test_missing_mta_sts_and_tls_rpt_are_errors_when_configured(serve):
     records = without(without(stack_records(), "_mta-sts.example.com", "TXT"), "_smtp._tls.example.com", "TXT")
     results = by_check(serve(records))
     assert results["MTA-STS"].status is Status.ERROR and results["TLS-RPT"].status is Status.ERROR
+
+
+def test_dkim_is_looked_up_at_the_stacks_configured_selector(serve):
+    settings = settings_from_values(stack_values("r.csv", dns={"dkim_selector": "s2026"}), source="t")
+    published = desired_records(settings, ip=IP, dkim=Dkim(settings.dns.dkim_selector, DKIM.txt))
+    target = dataclasses.replace(serve(published), dkim_selector=settings.dns.dkim_selector)
+    result = by_check(target)["DKIM"]
+    assert result.status is Status.OK and result.detail == "key published at s2026._domainkey.example.com and matches the signer"
+    # The same key at the old default selector only: not where the host signs.
+    elsewhere = dataclasses.replace(serve(stack_records()), dkim_selector="s2026")
+    assert by_check(elsewhere)["DKIM"].detail == "no DKIM key published at s2026._domainkey.example.com"
+
+
+def test_without_a_selector_the_dkim_check_is_an_error_not_a_pass(serve):
+    result = by_check(dataclasses.replace(serve(stack_records()), dkim_selector=None))["DKIM"]
+    assert result.status is Status.ERROR and "no DKIM selector" in result.detail

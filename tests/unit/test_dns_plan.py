@@ -83,11 +83,14 @@ def test_decommission_deletes_the_old_servers_record_and_tightens_spf_and_mta_st
     assert kinds["mx-ttl"].startswith("MX TTL 300 s -> 3600 s")
 
 
+REPLACE_DMARC = {"replace": ["_dmarc.example.com"]}
+
+
 def test_a_stricter_dmarc_policy_is_a_hazard_and_a_looser_one_too():
-    tighter = stack_plan(settings(dmarc_policy="reject"), desired_zone(), host_ip=IP, dkim=DKIM)
+    tighter = stack_plan(settings(dmarc_policy="reject", dns=REPLACE_DMARC), desired_zone(), host_ip=IP, dkim=DKIM)
     assert [h.message for h in tighter.hazards] == [
         "DMARC tightens p=none -> p=reject: mail failing SPF and DKIM is refused"]
-    looser = stack_plan(settings(), desired_zone(dmarc_policy="quarantine"), host_ip=IP, dkim=DKIM)
+    looser = stack_plan(settings(dns=REPLACE_DMARC), desired_zone(dmarc_policy="quarantine"), host_ip=IP, dkim=DKIM)
     assert [h.kind for h in looser.hazards] == ["dmarc"] and "loosens p=quarantine -> p=none" in looser.hazards[0].message
 
 
@@ -98,12 +101,15 @@ def test_a_lowered_mx_ttl_on_the_existing_mx_is_a_hazard_of_its_own():
     assert not result.changes[0].takes_over  # the same MX, only its TTL: the stack writes these values
 
 
-def test_spf_dropping_a_third_party_sender_is_named():
-    zone = [r for r in desired_zone() if (r.name, r.type) != ("example.com", "TXT")]
+def test_spf_dropping_the_old_server_at_decommission_is_named_and_the_third_party_kept():
+    zone = [r for r in desired_zone("cutover") if (r.name, r.type) != ("example.com", "TXT")]
     zone.append(record_set("example.com", "TXT", 3600, ['"v=spf1 include:_spf.crm.example a:old.example.com ~all"']))
-    spf = [h.message for h in stack_plan(settings(), zone, host_ip=IP, dkim=DKIM).hazards if h.kind == "spf"]
-    assert spf == ["SPF stops authorising include:_spf.crm.example a:old.example.com: mail such a host still sends "
-                   "for example.com fails SPF"]
+    result = stack_plan(settings(phase="decommission"), zone, host_ip=IP, dkim=DKIM)
+    spf = [h.message for h in result.hazards if h.kind == "spf"]
+    assert spf == ["SPF stops authorising a:old.example.com: mail such a host still sends for example.com fails SPF; "
+                   "tightens ~all to -all: mail from hosts not listed is rejected by receivers that honour SPF"]
+    txt = next(c for c in result.changes if (c.records.name, c.records.type) == ("example.com", "TXT"))
+    assert [str(v) for v in txt.desired.values] == ["v=spf1 include:_spf.crm.example a:mail.example.com -all"]
 
 
 def test_the_apex_keeps_txt_values_it_does_not_own_as_the_program_does():
@@ -111,7 +117,9 @@ def test_the_apex_keeps_txt_values_it_does_not_own_as_the_program_does():
     zone.append(record_set("example.com", "TXT", 3600, ['"google-site-verification=abc"', '"v=spf1 mx -all"']))
     change = next(c for c in stack_plan(settings(), zone, host_ip=IP, dkim=DKIM).changes if c.records.type == "TXT")
     assert [str(v) for v in change.desired.values] == ["google-site-verification=abc",
-                                                        "v=spf1 a:mail.example.com ip4:192.0.2.25 ~all"]
+                                                        "v=spf1 mx a:mail.example.com ip4:192.0.2.25 -all"]
+    assert [(f.value, f.becomes) for f in change.fates] == [("v=spf1 mx -all", "merged"),
+                                                            ("google-site-verification=abc", "kept")]
 
 
 def zone_of(count: int, taken_over: int) -> list[plan.RecordSet]:
@@ -139,11 +147,11 @@ def test_a_stand_in_dkim_key_never_shows_a_change_to_a_published_key():
     standin = Known("v=DKIM1; k=rsa; p=STANDIN", "a stand-in derived from the stack name", stand_in=True)
     result = stack_plan(settings(), desired_zone(), host_ip=IP, dkim=standin)
     assert not result.has_changes
-    dkim = next(d for d in result.unchanged if d.records.name.startswith("mail._domainkey."))
+    dkim = next(d for d in result.unchanged if d.records.name.startswith("mailstack._domainkey."))
     assert "not known here" in dkim.stand_in
     assert "[stand-in: the stack's DKIM key is not known here" in PlanText().render(result, "t")
     created = stack_plan(settings(), [], host_ip=IP, dkim=standin)
-    assert next(c for c in created.changes if c.records.name.startswith("mail._domainkey.")).stand_in == \
+    assert next(c for c in created.changes if c.records.name.startswith("mailstack._domainkey.")).stand_in == \
         "DKIM key is a stand-in derived from the stack name"
 
 
@@ -164,7 +172,7 @@ def test_the_three_outputs_show_the_same_plan():
 def test_long_values_are_shortened_for_people_but_whole_in_json():
     result = stack_plan(settings(), [], host_ip=IP, dkim=DKIM)
     assert "(410 characters)" in PlanText().render(result, "t") and "(410 characters)" in PlanMarkdown().render(result, "t")
-    dkim = next(c for c in json.loads(PlanJson().render(result, "t"))["changes"] if c["name"].startswith("mail._"))
+    dkim = next(c for c in json.loads(PlanJson().render(result, "t"))["changes"] if c["name"].startswith("mailstack._"))
     assert dkim["after"]["values"] == [DKIM.value]
     assert dkim["after"]["served"] == [DKIM.value[:255] + '""' + DKIM.value[255:]]
 

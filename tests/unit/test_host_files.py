@@ -82,7 +82,7 @@ def test_production_placement_uses_the_hosts_own_paths_and_every_interface(tmp_p
     assert "inet_interfaces = all" in main_cf and "queue_directory = /var/spool/postfix" in main_cf
     assert "maillog_file" not in main_cf and "log_path" not in dovecot
     assert "listen = *, ::" in dovecot and "unix_listener /var/spool/postfix/private/dovecot-lmtp" in dovecot
-    assert "KeyFile /etc/opendkim/keys/mail.private" in files["/etc/opendkim.conf"].content
+    assert "KeyFile /etc/opendkim/keys/mailstack.private" in files["/etc/opendkim.conf"].content
 
 
 # Settings a local run may change (see hostfiles.Placement); every other line must be the production one.
