@@ -56,14 +56,51 @@ def _fake_id(kind: str, name: str) -> str:
     return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
 
 
+def default_subnet_id(zone: str) -> str:
+    """The stand-in id of the default VPC's subnet in a zone."""
+    return _fake_id("subnet", zone)
+
+
+OLD_SERVER_STANDIN = {"ami": "ami-0aa0bb0cc0dd0ee0f", "instanceType": "t3.medium",
+                      "subnetId": "subnet-0a1b2c3d4e5f60718", "availabilityZone": "eu-west-1a", "tags": {},
+                      "rootBlockDevices": [{"volumeId": "vol-0old0000000000001", "deviceName": "/dev/xvda"}],
+                      "ebsBlockDevices": [{"volumeId": "vol-0old0000000000002", "deviceName": "/dev/sdf"}]}
+
+
+@dataclass
+class Account:
+    """What exists in the AWS account before the run, for the program's lookups.
+
+    ``instances`` maps an instance id to its description (``ami``, ``subnetId``,
+    ``availabilityZone``, ``tags``, ``state``...); ``None`` stands for an
+    account where any instance id asked for by id is an old server (the
+    stand-in above) and no host runs yet. ``volumes`` maps a volume id to
+    ``availabilityZone`` and ``tags``; ``subnets`` a subnet id to its zone.
+    """
+
+    instances: dict[str, dict] | None = None
+    volumes: dict[str, dict] = field(default_factory=dict)
+    subnets: dict[str, str] = field(default_factory=dict)
+
+    def instance(self, instance_id: str) -> dict | None:
+        if self.instances is None:
+            return dict(OLD_SERVER_STANDIN, state="running")
+        return self.instances.get(instance_id)
+
+
+def _filters(args: dict) -> dict[str, list[str]]:
+    return {f["name"]: list(f["values"]) for f in args.get("filters") or []}
+
+
 class RecordingMocks(pulumi_mocks.Mocks):
     """Mocks that record resources and answer lookups with plausible values."""
 
     def __init__(self, region: str = "eu-west-1", lookups: dict[str, dict] | None = None,
-                 host_ip: str = STANDIN_HOST_IP):
+                 host_ip: str = STANDIN_HOST_IP, account: Account | None = None):
         self.region = region
         self.host_ip = host_ip
         self.lookups = lookups or {}
+        self.account = account or Account()
         self.resources: list[Declared] = []
         self.calls: list[tuple[str, dict]] = []
 
@@ -84,6 +121,10 @@ class RecordingMocks(pulumi_mocks.Mocks):
             state.update(arn=f"arn:aws:iam::123456789012:role/{name}", name=name)
         elif typ == "aws:iam/instanceProfile:InstanceProfile":
             state.update(arn=f"arn:aws:iam::123456789012:instance-profile/{name}", name=name)
+        elif typ == "aws:kms/key:Key":
+            key_id = _fake_id("key", name)[4:]
+            resource_id = key_id
+            state.update(keyId=key_id, arn=f"arn:aws:kms:{self.region}:123456789012:key/{key_id}")
         elif typ == "aws:ssm/parameter:Parameter":
             state.update(arn=f"arn:aws:ssm:{self.region}:123456789012:parameter{args.inputs['name']}")
         elif typ == "random:index/randomPassword:RandomPassword":
@@ -107,8 +148,12 @@ class RecordingMocks(pulumi_mocks.Mocks):
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": "vpc-0a1b2c3d4e5f60718", "cidrBlock": "172.31.0.0/16"}, []
         if token == "aws:ec2/getSubnet:getSubnet":
-            zone = args.args.get("availabilityZone") or f"{self.region}a"
-            subnet = args.args.get("id") or "subnet-0a1b2c3d4e5f60718"
+            subnet = args.args.get("id")
+            if subnet:
+                zone = self.account.subnets.get(subnet, f"{self.region}a")
+            else:
+                zone = args.args.get("availabilityZone") or f"{self.region}a"
+                subnet = default_subnet_id(zone)
             return {"id": subnet, "vpcId": "vpc-0a1b2c3d4e5f60718", "availabilityZone": zone}, []
         if token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0d4e9f4b1e2f3a4b5", "name": "debian-12-amd64-20261101-1234"}, []
@@ -116,17 +161,38 @@ class RecordingMocks(pulumi_mocks.Mocks):
             return {"publicIps": [], "allocationIds": [], "id": self.region}, []
         if token == "aws:route53/getRecords:getRecords":
             return {"resourceRecordSets": [], "zoneId": args.args.get("zoneId"), "id": "records"}, []
+        if token == "aws:ec2/getInstances:getInstances":
+            return {"ids": self._instance_ids(args.args), "id": self.region}, []
         if token == "aws:ec2/getInstance:getInstance":
             instance = args.args["instanceId"]
-            return {"id": instance, "instanceId": instance, "ami": "ami-0aa0bb0cc0dd0ee0f", "instanceType": "t3.medium",
-                    "subnetId": "subnet-0a1b2c3d4e5f60718",
-                    "rootBlockDevices": [{"volumeId": "vol-0old0000000000001", "deviceName": "/dev/xvda"}],
-                    "ebsBlockDevices": [{"volumeId": "vol-0old0000000000002", "deviceName": "/dev/sdf"}]}, []
+            found = self.account.instance(instance)
+            if found is None:
+                raise Exception(f"Your query returned no results (instance {instance})")  # as the provider does
+            return {"rootBlockDevices": [], "ebsBlockDevices": [], **found, "id": instance, "instanceId": instance}, []
+        if token == "aws:ebs/getEbsVolumes:getEbsVolumes":
+            wanted = args.args.get("tags") or {}
+            ids = [v for v, info in sorted(self.account.volumes.items())
+                   if wanted.items() <= (info.get("tags") or {}).items()]
+            return {"ids": ids, "id": self.region}, []
+        if token == "aws:ebs/getVolume:getVolume":
+            (volume,) = _filters(args.args)["volume-id"]
+            return {**self.account.volumes[volume], "id": volume, "volumeId": volume}, []
         if token == "aws:ebs/getSnapshotIds:getSnapshotIds":
             return {"ids": [], "id": "snapshots"}, []
         if token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0123456789ABCDEFGHIJ", "name": args.args.get("name")}, []
         raise NotImplementedError(f"no offline answer for {token}")
+
+    def _instance_ids(self, args: dict) -> list[str]:
+        """``getInstances``: instances matching the id filter, the tags and the states asked for."""
+        states = args.get("instanceStateNames") or ["running"]
+        by_id = _filters(args).get("instance-id")
+        if self.account.instances is None:
+            return list(by_id or [])  # the stand-in account: the old server exists, no host runs yet
+        tags = args.get("instanceTags") or {}
+        return [i for i, info in sorted(self.account.instances.items())
+                if (by_id is None or i in by_id) and info.get("state", "running") in states
+                and tags.items() <= (info.get("tags") or {}).items()]
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -145,6 +211,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                         "custom": request.custom,
                         "import_id": request.importId,
                         "retain_on_delete": request.retainOnDelete,
+                        "delete_before_replace": request.deleteBeforeReplace,
+                        "custom_timeouts": {"create": request.customTimeouts.create,
+                                            "update": request.customTimeouts.update,
+                                            "delete": request.customTimeouts.delete},
                     }
                     break
         return response
@@ -192,12 +262,13 @@ def stack_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
 
 def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", secret_keys: list[str] | None = None,
              region: str = "eu-west-1", lookups: dict[str, dict] | None = None,
-             host_ip: str = STANDIN_HOST_IP) -> Evaluation:
+             host_ip: str = STANDIN_HOST_IP, account: Account | None = None, now=None) -> Evaluation:
     """Run the program once under mocks with this config; return what it declared.
 
     ``lookups`` answers provider functions by token, standing in for what
     exists in the account (an Elastic IP, records in the zone...);
-    ``host_ip`` is the address the host's Elastic IP gets. Raises
+    ``host_ip`` is the address the host's Elastic IP gets; ``account`` what
+    instances, volumes and subnets exist; ``now`` the program's clock. Raises
     whatever the program raises (``pulumi.RunError`` on bad input).
     """
     from mailstack.infra import program
@@ -205,7 +276,7 @@ def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", s
     # Pulumi's mocks run on the thread's current event loop; an earlier asyncio.run() (a sync in the
     # same process) leaves none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    mocks = RecordingMocks(region, lookups, host_ip)
+    mocks = RecordingMocks(region, lookups, host_ip, account)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config, **{"aws:region": region}), secret_keys or [])
@@ -213,7 +284,7 @@ def evaluate(config: dict[str, str], *, project_dir: Path, stack: str = "dev", s
 
     @pulumi.runtime.test
     def run_program():
-        outputs = program.run(project_dir)
+        outputs = program.run(project_dir, now=now)
         keys = list(outputs)
         return pulumi.Output.all(*[outputs[k] for k in keys]).apply(
             lambda values: resolved.update(zip(keys, values))

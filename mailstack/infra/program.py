@@ -16,9 +16,12 @@ from mailstack.migration import lifecycle
 from mailstack.host.firewall import ingress_rules
 from mailstack.infra.bundle import BUNDLE_KEY, ConfigBundle
 from mailstack.infra.dns import MailDns
+from mailstack.infra import placement as placing
 from mailstack.infra.host import MailHost
+from mailstack.infra.keys import StackKey
 from mailstack.infra.network import MailFirewall
 from mailstack.infra.oldserver import OldMailServer
+from mailstack.infra.placement import Placement
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
 from mailstack.migration.evidence import Evidence, evidence_path, load_evidence
@@ -94,34 +97,37 @@ def _decisions(settings: Settings, by_key: dict, existing: dict) -> dict[str, re
     return decided
 
 
-def _placement(settings: Settings) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
-    """VPC, subnet and availability zone of the host."""
-    if settings.host.subnet_id:
-        subnet = aws.ec2.get_subnet_output(id=settings.host.subnet_id)
-    else:
-        zone = settings.host.availability_zone or aws.get_availability_zones_output(state="available").names[0]
-        vpc = aws.ec2.get_vpc_output(default=True)
-        subnet = aws.ec2.get_subnet_output(vpc_id=vpc.id, availability_zone=zone, default_for_az=True)
-    return subnet.vpc_id, subnet.id, subnet.availability_zone
+def stack_name(stack: str) -> str:
+    """The prefix of every resource name of the stack."""
+    return f"mailstack-{stack}"
 
 
-def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pulumi.Output[str] | None = None,
-          evidence: Evidence | None = None) -> dict:
+def placement_of(settings: Settings, stack: str, today) -> Placement:
+    """Where the host and its volume live, read before any resource is declared (InputError when refused)."""
+    name = stack_name(stack)
+    return placing.resolve(settings, stack_name=name, volume_name=f"{name}-mail", today=today)
+
+
+def build(settings: Settings, roster: Roster, *, stack: str, placement: Placement,
+          relay_password: pulumi.Output[str] | None = None, evidence: Evidence | None = None) -> dict:
     """Declare every resource of the stack and return its outputs."""
-    name = f"mailstack-{stack}"
-    vpc_id, subnet_id, availability_zone = _placement(settings)
+    name = stack_name(stack)
     region = aws.get_region_output().region
     zone_id = aws.route53.get_zone_output(name=settings.zone, private_zone=False).zone_id
 
     seed = random.RandomPassword(f"{name}-password-seed", length=SEED_LENGTH, special=False)
     dkim_key = tls.PrivateKey(f"{name}-dkim", algorithm="RSA", rsa_bits=2048)
     dkim = records.Dkim(settings.dns.dkim_selector, dkim_key.public_key_pem.apply(records.dkim_value))
+    # The role first: the stack key's policy names it, and its own policy names the key.
+    host = MailHost(f"{name}-host", settings=settings)
+    key = StackKey(f"{name}-key", host_role_arn=host.role.arn, region=region)
     parameters = []
     if relay_password is not None:
         parameters.append(aws.ssm.Parameter(
             f"{name}-relay-password", name=f"/{name}/relay-password", type="SecureString", value=relay_password,
+            key_id=key.arn,
         ))
-    volume = MailVolume(f"{name}-mail", settings=settings, availability_zone=availability_zone)
+    volume = MailVolume(f"{name}-mail", settings=settings, availability_zone=placement.zone.name)
 
     def files(seed_value: str, volume_id: str, dkim_pem: str, parameter_name: str | None) -> str:
         return hostfiles.bundle_document(hostfiles.render_host_files(
@@ -132,17 +138,20 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     document = pulumi.Output.all(
         seed.result, volume.id, dkim_key.private_key_pem, parameters[0].name if parameters else None,
     ).apply(lambda args: files(*args))
-    bundle = ConfigBundle(f"{name}-bundle", document=document)
-    firewall = MailFirewall(f"{name}-host", vpc_id=vpc_id, rules=ingress_rules(settings))
-    policy = pulumi.Output.all(bundle.object_arn, zone_id, *[p.arn for p in parameters]).apply(
-        lambda args: host_policy(bundle_object_arn=args[0], zone_id=args[1],
-                                 certificate_names=records.certificate_names(settings), parameter_arns=list(args[2:]))
-    )
+    bundle = ConfigBundle(f"{name}-bundle", document=document, kms_key_arn=key.arn)
+    firewall = MailFirewall(f"{name}-host", vpc_id=placement.vpc_id, rules=ingress_rules(settings))
+    host.allow(pulumi.Output.all(bundle.object_arn, zone_id, key.arn, region, *[p.arn for p in parameters]).apply(
+        lambda args: host_policy(bundle_object_arn=args[0], zone_id=args[1], key_arn=args[2], region=args[3],
+                                 certificate_names=records.certificate_names(settings), parameter_arns=list(args[4:]))
+    ))
     user_data = pulumi.Output.all(bundle.bucket.id, region).apply(
         lambda args: hostfiles.user_data(settings, bucket=args[0], key=BUNDLE_KEY, region=args[1])
     )
-    host = MailHost(f"{name}-host", settings=settings, subnet_id=subnet_id, security_group_id=firewall.id,
-                    user_data=user_data, policy=policy)
+    host.launch(stack_name=name, subnet_id=placement.subnet_id, security_group_id=firewall.id, user_data=user_data,
+                protect=placement.protect)
+    if placement.replacing:
+        pulumi.log.warn(f"host.replace: this update replaces the mail host ({'; '.join(placement.replacing)}); "
+                        f"remove {NAMESPACE}:host.replace once it is done, so the host is protected again")
     volume.attach(host.instance.id)
     # The record sets are known now; the address and the key only once AWS and TLS have made them.
     resolved = pulumi.Output.all(host.public_ip, dkim.txt).apply(
@@ -173,6 +182,10 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
         "host_ip": host.public_ip,
         "instance_id": host.instance.id,
         "mail_volume_id": volume.id,
+        # Recorded once: pin it (host.availability_zone) so that no later update ever chooses again.
+        "availability_zone": placement.zone.name if not placement.zone.first_deploy else
+        f"{placement.zone.name} (chosen on this first deploy: set {NAMESPACE}:host.availability_zone to {placement.zone.name})",
+        "kms_key_arn": key.arn,
         "bundle_bucket": bundle.bucket.id,
         "bundle_version": pulumi.Output.unsecret(document.apply(hostfiles.bundle_version)),
         "mailboxes": len(roster),
@@ -198,6 +211,7 @@ def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
     try:
         settings, roster, relay_password = load_inputs(project_dir)
         evidence = load_evidence(evidence_path(project_dir, stack))
+        placement = placement_of(settings, stack, (now or datetime.now(timezone.utc)).date())
     except InputError as exc:
         for problem in exc.problems:
             pulumi.log.error(str(problem))
@@ -219,7 +233,8 @@ def run(project_dir: Path | None = None, now: datetime | None = None) -> dict:
             pulumi.log.error(problem)
         raise pulumi.RunError(f"the zone's records refuse phase {settings.phase} ({len(refusals)} problem(s) above); "
                               "nothing was changed")
-    outputs = build(settings, roster, stack=stack, relay_password=relay_password, evidence=evidence)
+    outputs = build(settings, roster, stack=stack, placement=placement, relay_password=relay_password,
+                    evidence=evidence)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -61,12 +61,17 @@ class MailVolume(pulumi.ComponentResource):
         self.register_outputs({"id": self.volume.id})
 
     def attach(self, instance_id: pulumi.Input[str]) -> aws.ec2.VolumeAttachment:
-        """Attach the volume to the host (stopping mail cleanly before any detach)."""
+        """Attach the volume to the host (stopping mail cleanly before any detach).
+
+        When the host is replaced, the old attachment must go first: a volume is attached to one instance at a
+        time, and creating the new attachment while the old one holds the volume fails with VolumeInUse
+        (pulumi/pulumi-aws#2769), leaving the new host without its mail.
+        """
         return aws.ec2.VolumeAttachment(
             self.volume._name,
             device_name=DEVICE_NAME,
             volume_id=self.volume.id,
             instance_id=instance_id,
             stop_instance_before_detaching=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )

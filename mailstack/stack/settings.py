@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -67,6 +68,19 @@ def _hh_mm(value: str) -> str:
     return value
 
 
+def _replace_acknowledgement(value: str) -> str:
+    """``YYYY-MM-DD reason``: the date the operator allowed a host replacement, and why."""
+    parts = value.split(None, 1)
+    try:
+        date.fromisoformat(parts[0] if parts else "")
+    except ValueError:
+        raise ValueError(f"{value!r} does not start with a date: write 'YYYY-MM-DD reason', "
+                         "e.g. '2026-12-06 move to the newer Debian image'") from None
+    if len(parts) < 2 or not parts[1].strip():
+        raise ValueError(f"{value!r} gives no reason: write 'YYYY-MM-DD reason'")
+    return value.strip()
+
+
 Fqdn = Annotated[str, AfterValidator(_fqdn)]
 InstanceType = Annotated[str, AfterValidator(_instance_type)]
 Phase = Literal["provision", "cutover", "decommission"]
@@ -98,8 +112,18 @@ class HostSettings(_Model):
         None, description="Subnet for the host; default: the default VPC's subnet in availability_zone."
     )
     availability_zone: Annotated[str, _pattern(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", "an availability zone (eu-west-1a)")] | None = Field(
-        None, description="Availability zone when no subnet is given; default: the region's first."
+        None, description="Availability zone of the host and its mail volume; default: the existing mail volume's, "
+                          "and on the first deploy the region's first available zone (output availability_zone)."
     )
+    replace: Annotated[str, AfterValidator(_replace_acknowledgement)] | None = Field(
+        None, description="'YYYY-MM-DD reason': allows this update to replace the host (a new AMI, subnet or zone), "
+                          "following the README's replacement procedure; honoured for two days from its date."
+    )
+
+    @property
+    def replace_date(self) -> date | None:
+        """The date of the ``replace`` acknowledgement, if one is set."""
+        return date.fromisoformat(self.replace.split()[0]) if self.replace else None
 
     @property
     def architecture(self) -> str:
