@@ -226,3 +226,47 @@ def test_rollback_keeps_the_old_instance_protected(project):
     evaluation = run(project, "provision", old_server=OLD_EC2)
     (old,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if r.name.endswith("old-server")]
     assert old.options["protect"] is True
+
+
+def test_old_server_ignores_every_input_but_force_destroy(project):
+    """Complete by construction: whatever the SDK's Instance takes, the adoption never changes it."""
+    import pulumi_aws as aws
+
+    evaluation = run(project, "provision", old_server=OLD_EC2)
+    (old,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if r.name.endswith("old-server")]
+    every_input = {getattr(p.fget, "_pulumi_name", n) for n, p in vars(aws.ec2.InstanceArgs).items()
+                   if isinstance(p, property)}
+    assert set(old.options["ignore_changes"]) == every_input - {"forceDestroy"}
+    assert {"launchTemplate", "ipv6Addresses", "instanceMarketOptions", "hostId", "getPasswordData"} <= every_input
+    # Set from the first import, so the update that later deletes the termination-protected server can.
+    assert old.inputs["forceDestroy"] is True
+
+
+def test_final_snapshots_may_take_hours(project):
+    write_evidence(project)
+    snapshots = run(project, "decommission", old_server=OLD_EC2).of_type("aws:ebs/snapshot:Snapshot")
+    assert snapshots and all(s.options["custom_timeouts"]["create"] == "6h" for s in snapshots)
+
+
+@pytest.mark.parametrize("phase", ["provision", "decommission"])
+def test_old_instance_that_no_longer_exists_is_already_torn_down(project, phase):
+    from mailstack.infra.offline import Account
+
+    write_evidence(project)
+    config = pulumi_config(stack_values(project / "roster.csv", phase=phase, old_server=OLD_EC2))
+    evaluation = evaluate(config, project_dir=project, stack="test", lookups=EIPS, account=Account(instances={}))
+    assert [r.name for r in evaluation.of_type("aws:ec2/instance:Instance")] == ["mailstack-test-host"]
+    assert evaluation.of_type("aws:ebs/snapshot:Snapshot") == []
+    assert evaluation.outputs["old_server"] == "already torn down: the instance no longer exists"
+    asked = [args for token, args in evaluation.calls if token == "aws:ec2/getInstances:getInstances"
+             and args.get("filters")]
+    assert asked[0]["filters"] == [{"name": "instance-id", "values": ["i-0123456789abcdef0"]}]
+
+
+def test_terminated_old_instance_counts_as_torn_down(project):
+    from mailstack.infra.offline import OLD_SERVER_STANDIN, Account
+
+    terminated = Account(instances={"i-0123456789abcdef0": {**OLD_SERVER_STANDIN, "state": "terminated"}})
+    config = pulumi_config(stack_values(project / "roster.csv", phase="provision", old_server=OLD_EC2))
+    evaluation = evaluate(config, project_dir=project, stack="test", lookups=EIPS, account=terminated)
+    assert evaluation.outputs["old_server"] == "already torn down: the instance no longer exists"
