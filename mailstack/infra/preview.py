@@ -30,7 +30,11 @@ def _detail(typ: str, inputs: dict, options: dict) -> str:
         meta = data.get("metadataOptions", {})
         root = data.get("rootBlockDevice", {})
         return (f"{data.get('instanceType')}, IMDSv2 {meta.get('httpTokens')}, "
-                f"root {root.get('volumeSize')} GB encrypted={root.get('encrypted')}")
+                f"root {root.get('volumeSize')} GB encrypted={root.get('encrypted')} protect={options.get('protect')}")
+    if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
+        return f"{data.get('deviceName')}, delete before replace={options.get('delete_before_replace')}"
+    if typ == "aws:kms/key:Key":
+        return f"rotation={data.get('enableKeyRotation')}"
     if typ == "aws:ebs/volume:Volume":
         return f"{data.get('size')} GB {data.get('type')} encrypted={data.get('encrypted')} protect={options.get('protect')}"
     if typ == "aws:ec2/securityGroup:SecurityGroup":
@@ -50,7 +54,8 @@ def _detail(typ: str, inputs: dict, options: dict) -> str:
 def summary(evaluation: Evaluation) -> dict:
     """Resources, outputs and the facts an operator checks before ``pulumi up``."""
     resources = evaluation.custom
-    instance = evaluation.one("aws:ec2/instance:Instance")
+    # The new host: an adopted old server (imported) is an Instance too.
+    (instance,) = [r for r in evaluation.of_type("aws:ec2/instance:Instance") if not r.options.get("import_id")]
     bundle = evaluation.one("aws:s3/bucketObjectv2:BucketObjectv2")
     group = evaluation.one("aws:ec2/securityGroup:SecurityGroup")
     return {

@@ -184,3 +184,9 @@ def test_an_interrupted_replacement_whose_new_host_matches_is_not_a_change():
     assert replacing_changes(ami=NEWER_AMI, subnet_id="subnet-1", zone="eu-west-1a", running=[old, new]) == []
     assert replacing_changes(ami=RUNNING_AMI, subnet_id="subnet-2", zone="eu-west-1a", running=[old]) == [
         "i-old: subnet subnet-1 -> subnet-2 (host.subnet_id)"]
+
+
+def test_fresh_acknowledgement_without_a_setting_change_allows_a_forced_replacement(roster_file):
+    """`pulumi up --replace` of the instance (to re-run a first boot) needs the host unprotected too."""
+    instance = host_instance(run(roster_file, existing=account(), replace="2026-12-05 re-run the first boot"))
+    assert instance.options["protect"] is False

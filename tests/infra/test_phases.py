@@ -270,3 +270,16 @@ def test_terminated_old_instance_counts_as_torn_down(project):
     config = pulumi_config(stack_values(project / "roster.csv", phase="provision", old_server=OLD_EC2))
     evaluation = evaluate(config, project_dir=project, stack="test", lookups=EIPS, account=terminated)
     assert evaluation.outputs["old_server"] == "already torn down: the instance no longer exists"
+
+
+def test_preview_summary_shows_the_new_host_beside_an_adopted_old_server(project):
+    from mailstack.infra.preview import summary
+
+    report = summary(run(project, "provision", old_server=OLD_EC2))
+    instances = [r for r in report["resources"] if r["type"] == "ec2.Instance"]
+    assert {r["name"] for r in instances} == {"mailstack-test-host", "mailstack-test-old-server"}
+    (host,) = [r for r in instances if r["name"] == "mailstack-test-host"]
+    assert "protect=True" in host["detail"]
+    assert report["facts"]["user_data_bytes"] > 0
+    (attachment,) = [r for r in report["resources"] if r["type"] == "ec2.VolumeAttachment"]
+    assert "delete before replace=True" in attachment["detail"]
