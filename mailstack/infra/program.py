@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pulumi
@@ -102,7 +102,7 @@ def stack_name(stack: str) -> str:
     return f"mailstack-{stack}"
 
 
-def placement_of(settings: Settings, stack: str, today) -> Placement:
+def placement_of(settings: Settings, stack: str, today: date) -> Placement:
     """Where the host and its volume live, read before any resource is declared (InputError when refused)."""
     name = stack_name(stack)
     return placing.resolve(settings, stack_name=name, volume_name=f"{name}-mail", today=today)
