@@ -190,3 +190,8 @@ def test_fresh_acknowledgement_without_a_setting_change_allows_a_forced_replacem
     """`pulumi up --replace` of the instance (to re-run a first boot) needs the host unprotected too."""
     instance = host_instance(run(roster_file, existing=account(), replace="2026-12-05 re-run the first boot"))
     assert instance.options["protect"] is False
+
+
+def test_a_region_listing_no_zone_on_a_first_deploy_is_a_clear_problem():
+    zone, problems = choose_zone(pinned=None, subnet=None, volumes=[], first_available=None)
+    assert zone is None and problems[0].message == "the region lists no available zone: set it explicitly"
