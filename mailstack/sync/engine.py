@@ -197,7 +197,9 @@ async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, opt
     """Sync one mailbox, retrying after a dropped connection, until its deadline; never raises for server trouble."""
     result = MailboxResult(account.source_user, account.target_user, dry_run=options.dry_run)
     path = state_file(options.state_dir, str(source), account.source_user, str(target), account.target_user)
-    state = SyncState(path)
+    # Creating a state file, and checkpointing it at the end, wait on the disk: done on a worker thread, so the
+    # other mailboxes of the run go on meanwhile.
+    state = await asyncio.to_thread(SyncState, path)
     budget = budget or ByteBudget(options.memory_bytes)
     deadline = Deadline.first(run_deadline, Deadline.after(options.mailbox_deadline, "the deadline of one mailbox"))
     try:
@@ -208,7 +210,7 @@ async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, opt
     except (ValueError, LookupError, TypeError) as exc:  # data no check foresaw: this mailbox stops, the run goes on
         result.error = f"stopped by data it could not read ({exc.__class__.__name__}: {printable(str(exc))})"
     finally:
-        state.close()
+        await asyncio.to_thread(state.close)
     return result
 
 

@@ -56,7 +56,9 @@ class SyncState:
         for name in (path.name, *(path.name + suffix for suffix in _COMPANIONS)):
             if (path.parent / name).exists():  # a file of an earlier version, made with the umask's mode
                 os.chmod(path.parent / name, 0o600)
-        self._db = sqlite3.connect(path)
+        # Opened and closed on a worker thread by the engine (creating and checkpointing a file waits on fsync),
+        # used on the event loop's: one user at a time, never two threads at once.
+        self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
