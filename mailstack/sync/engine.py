@@ -372,8 +372,12 @@ class _MailboxRun:
                 await self.verify_flags(folder, state, listed, result)
             return
 
-        self.progress.planned(self.account.source_user, len(new), sum(m.size for m in new))
-        await self.copy(folder, state, new, result)
+        new, too_large = plan.within_size(new, options.max_message_bytes)
+        result.errors += too_large
+        pending = plan.Pending.of(new)
+        del new  # a large folder's listing is not held while it is copied
+        self.progress.planned(self.account.source_user, len(pending), pending.bytes)
+        await self.copy(folder, state, pending, result)
         if changes:
             await tgt.select(folder.target)
             await tgt.store_flags(plan.group_by_flags(changes, state))
@@ -382,7 +386,7 @@ class _MailboxRun:
         if options.verify:
             await self.verify_flags(folder, state, listed, result)
         if not result.errors:
-            if new or changes or options.verify:  # this run wrote to the target: its values moved
+            if pending or changes or options.verify:  # this run wrote to the target: its values moved
                 target_status = await tgt.status(folder.target)
             state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)
         self.state.save(folder.source, state)
@@ -430,29 +434,24 @@ class _MailboxRun:
             self.state.set_unpaired(folder.source, state, {m.uid for m in unknown} - set(pairs.values()))
         return set(pairs)
 
-    async def copy(self, folder: FolderPlan, state: FolderState, new: list[Listed], result: FolderResult) -> None:
+    async def copy(self, folder: FolderPlan, state: FolderState, pending: plan.Pending, result: FolderResult) -> None:
         """Fetch batch k+1 from the source while batch k is appended to the target; memory stays a few batches.
 
         The budget is reserved by the sizes the source announced and charged
-        by the bytes it sent; a message announced larger than
-        ``max_message_bytes`` is not fetched at all.
+        by the bytes it sent (messages announced larger than
+        ``max_message_bytes`` are left out before).
         """
-        new, too_large = plan.within_size(new, self.options.max_message_bytes)
-        result.errors += too_large
-        if not new:
+        if not pending:
             return
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        batches = plan.batches(new, max_bytes=self.options.batch_bytes, max_count=self.options.batch_count)
-
         held = [0]  # bytes of the budget this folder holds (fetched, queued or being appended)
 
         async def produce() -> None:
             try:
-                for batch in batches:
-                    announced = sum(m.size for m in batch)
+                for asked, announced in pending.batches(max_bytes=self.options.batch_bytes,
+                                                        max_count=self.options.batch_count):
                     await self.budget.acquire(announced)
                     held[0] += announced
-                    asked = [m.uid for m in batch]
                     fetched = await self.src.fetch_messages(asked, expected_bytes=announced)
                     received = sum(len(m.body) for m in fetched)
                     if received > announced:

@@ -123,6 +123,17 @@ def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
     assert [[m.uid for m in g] for g in groups] == [[1, 2], [3], [4], [5, 6], [7]]
 
 
+def test_pending_messages_are_batched_as_listed_ones_and_held_in_16_bytes_each():
+    messages = [listed(n, size=s) for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
+    pending = plan.Pending.of(messages)
+    assert len(pending) == 7 and pending.bytes == 6230
+    assert pending.uids.itemsize + pending.sizes.itemsize == 16
+    assert list(pending.batches(max_bytes=1000, max_count=2)) == [
+        ([m.uid for m in group], sum(m.size for m in group)) for group in plan.batches(messages, max_bytes=1000,
+                                                                                       max_count=2)]
+
+
+
 def test_identical_messages_pair_one_to_one_so_none_is_lost_or_duplicated():
     same = (100, 5, "digest")
     assert plan.match_copies({1: same, 2: same, 3: (1, 1, "x")}, {7: same}) == {1: 7}
