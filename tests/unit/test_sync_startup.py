@@ -50,6 +50,7 @@ def test_a_sync_run_loads_no_pulumi_aws_or_spreadsheet_code(tmp_path):
     assert code == 3
     assert {"mailstack.sync.engine", "mailstack.sync.state", "mailstack.sync.report"} <= modules
     assert heavy(modules) == []
+    assert not {"rich.table", "rich.progress", "mailstack.migration.evidence"} & modules  # nothing it does not print
 
 
 @pytest.mark.parametrize("args", [("sync", "--help"), ("--help",)])
