@@ -13,7 +13,6 @@ from mailstack.cli.common import (
     MailboxDeadlineOption, MaxMessageOption, StackOption, command, duration, err, fail, folder_rules, imap_endpoint,
     load_stack, out, read_accounts, record_evidence,
 )
-from mailstack.imap.wire import printable
 from mailstack.cli.sync import SourceOption
 from mailstack.problems import InputError, Problem
 
@@ -43,6 +42,7 @@ def backup(
     mailbox_deadline: str = MailboxDeadlineOption,
 ) -> None:
     """Save every source mailbox to local files before the migration (run again to add what is new)."""
+    from mailstack.imap.wire import printable
     from mailstack.sync.backup import run_backup
 
     if fmt not in ("maildir", "mbox"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -46,6 +47,12 @@ MailboxDeadlineOption = typer.Option("6h", "--mailbox-deadline", metavar="DURATI
 MapInvalidOption = typer.Option(False, "--map-invalid", help="Map a folder name the new server refuses ('.' in "
                                 "Dovecot Maildir++, a leading '~', control characters) to a look-alike it accepts: "
                                 "'john.doe' becomes 'john\u2024doe' (ONE DOT LEADER); listed in the report.")
+
+
+def print_json(data) -> None:
+    """A report as JSON on stdout, indented as rich's ``print_json`` does, written plainly: rich's highlighting
+    held about 100 KB per mailbox of the report (200 MB and 5 s for 2,000 mailboxes)."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def command(app: typer.Typer, name: str, function: Callable, exit_codes: str = EXIT_CODES) -> None:

@@ -7,7 +7,6 @@ import signal
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from mailstack.cli.common import EXIT_FAILED, EXIT_PROBLEMS, JsonOption, command, err, load_stack, out
 
@@ -68,6 +67,8 @@ def rehearse(
 
 
 def print_report(data: dict) -> None:
+    from rich.table import Table
+
     steps = Table("step", "result", "seconds", "what it did", title=f"mailstack rehearse -s {data['stack']}")
     for step in data["steps"]:
         steps.add_row(step["step"], "ok" if step["ok"] else "FAILED", f"{step['seconds']:.1f}", step["detail"])

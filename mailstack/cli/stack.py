@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from mailstack.cli.common import EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, err, fail, load_stack, out
 
@@ -65,6 +64,8 @@ def preview(stack: str = RequiredStackOption, as_json: bool = JsonOption) -> Non
 
 
 def _print_preview(stack: str, report: dict) -> None:
+    from rich.table import Table
+
     out.print(f"[bold]mailstack preview -s {stack}[/bold]  (offline: Pulumi mock engine, no AWS calls)")
     table = Table("resource", "name", "what matters", title=f"{report['resource_count']} resources")
     for row in report["resources"]:

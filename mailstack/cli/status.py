@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from mailstack.cli.common import (
     EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, default_state_dir, fail, imap_endpoint, load_stack, out,
@@ -101,6 +100,8 @@ def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None,
     if as_json:
         out.print_json(json.dumps(data, default=str))
         return
+    from rich.table import Table
+
     out.print(f"[bold]mailstack status -s {stack}[/bold]: phase {report.phase}, MX propagation {report.propagation}")
     table = Table("server", "kind", "MX", "TTL", title="MX as served")
     for a in report.answers:

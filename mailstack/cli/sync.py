@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,7 @@ import typer
 from mailstack.cli.common import (
     EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption, JsonOption,
     MailboxDeadlineOption, MapInvalidOption, MaxMessageOption, StackOption, command, default_state_dir, duration, err,
-    fail, folder_rules, imap_endpoint, load_stack, out, read_accounts, record_evidence,
+    fail, folder_rules, imap_endpoint, load_stack, out, print_json, read_accounts, record_evidence,
 )
 
 SourceOption = typer.Option(None, "--source", help="Old server, imap:// or imaps://HOST[:PORT]; with -s: the stack's old_server.imap.")
@@ -156,8 +155,8 @@ def sync(
         results = run_sync(accounts, source_server, target_server, options, progress)
     uidls = _carry_uidls(accounts, results, source_server, target_server, pop_server, pop_users, options, jobs)
     if as_json:
-        out.print_json(json.dumps({**report_json(results, problems, dry_run=dry_run, shard=coverage),
-                                   "pop3_uidls": [u.to_dict() for u in uidls]}))
+        print_json({**report_json(results, problems, dry_run=dry_run, shard=coverage),
+                    "pop3_uidls": [u.to_dict() for u in uidls]})
     else:
         out.print(report_table(results, dry_run=dry_run))
         if coverage:

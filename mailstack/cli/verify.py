@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from mailstack.checks import Status, Target, run_checks
 from mailstack.cli.common import (
     ACCOUNTS_ENV, EXIT_FAILED, ExcludeOption, IncludeOption, JsonOption, command, err, fail, out,
 )
 from mailstack.problems import InputError, Problem
 
-_STYLE = {Status.OK: "green", Status.WARNING: "yellow", Status.ERROR: "red"}
+_STYLE = {"ok": "green", "warning": "yellow", "error": "red"}  # by Status value
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +101,7 @@ def verify(
 ) -> None:
     """Check the new host as its users and other mail servers will: ports, TLS, AUTH, relay, delivery, DNS,
     and (with --accounts) that every migrated mailbox holds what the old server holds."""
+    from mailstack.checks import Target, run_checks
     from mailstack.checks.dns import dns_checks
     from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
     from mailstack.checks.service import SERVICE_CHECKS
@@ -142,10 +140,13 @@ def verify(
         out.print_json(json.dumps({"host": host_name, "passed": not failed, "results": [r.as_dict() for r in results],
                                    "skipped": skipped}))
     else:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table("check", "result", "detail", "how to fix", title=f"mailstack verify {host_name}")
         for r in results:
             # Details may hold server text (folder names): shown as text, never read as markup.
-            table.add_row(r.check, f"[{_STYLE[r.status]}]{r.status.value}[/]", Text(r.detail), Text(r.remedy))
+            table.add_row(r.check, f"[{_STYLE[r.status.value]}]{r.status.value}[/]", Text(r.detail), Text(r.remedy))
         out.print(table)
         for s in skipped:
             out.print(f"not checked: {s['check']}: {s['reason']}", markup=False)

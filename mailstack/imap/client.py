@@ -97,7 +97,7 @@ class Namespace:
     delimiter: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FolderStatus:
     uidvalidity: int
     uidnext: int
@@ -105,7 +105,7 @@ class FolderStatus:
     highestmodseq: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listed:
     """A message as listed: UID and flags, with size and internal date when asked for.
 
@@ -120,7 +120,7 @@ class Listed:
     problems: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """A whole message: its exact bytes, flags and internal date ("" when the server sent none that is a date).
 
@@ -299,15 +299,56 @@ class ImapConnection:
 
     async def status(self, name: str) -> FolderStatus:
         """UIDVALIDITY, UIDNEXT, MESSAGES (and HIGHESTMODSEQ with CONDSTORE) without selecting."""
-        items = b"(UIDVALIDITY UIDNEXT MESSAGES" + (b" HIGHESTMODSEQ)" if "CONDSTORE" in self.capabilities else b")")
-        untagged, _ = await self.command(b"STATUS", _name(self.where, name), items, folder=name,
+        untagged, _ = await self.command(b"STATUS", _name(self.where, name), self._status_items(), folder=name,
                                          kinds=frozenset({"STATUS"}))
-        for response in untagged:
+        return self._status_of(name, untagged)
+
+    async def statuses(self, names: Sequence[str]) -> dict[str, FolderStatus | CommandFailed]:
+        """STATUS of many folders in one round trip (the commands pipelined), without selecting any.
+
+        Per folder its :class:`FolderStatus`, or the :class:`CommandFailed`
+        (a :class:`NoSuchFolder`...) its STATUS ended with: one folder's
+        failure never stops the others. Answers are matched by the folder
+        they name, so a server that answers out of order is read right. A lost
+        connection raises.
+        """
+        items = self._status_items()
+        wanted = {_status_key(name): name for name in names}
+        got: dict[str, FolderStatus] = {}
+
+        def take(response: Untagged) -> bool:
             tokens = response.tokens()
-            values = tokens[1] if len(tokens) > 1 and isinstance(tokens[1], list) else []
-            found = {str(values[i]).upper(): _number(values[i + 1]) for i in range(0, len(values) - 1, 2)}
-            return FolderStatus(found.get("UIDVALIDITY") or 0, found.get("UIDNEXT") or 0, found.get("MESSAGES") or 0,
-                                found.get("HIGHESTMODSEQ"))
+            name = wanted.get(_status_key(wire.as_text(tokens[0]))) if tokens and isinstance(tokens[0], (str, bytes)) else None
+            if name is None or name in got:
+                return False
+            got[name] = _status_values(tokens)
+            return True
+
+        found: dict[str, FolderStatus | CommandFailed] = {}
+        sent: list[tuple[str, str]] = []
+        for name in names:
+            try:
+                argument = _name(self.where, name)
+            except CommandFailed as exc:
+                found[name] = exc
+                continue
+            sent.append((name, await self._send(b"STATUS", argument, items, what="STATUS", folder=name)))
+        for name, tag in sent:
+            try:
+                await self._complete(tag, what="STATUS", folder=name, kinds=frozenset({"STATUS"}), each=take)
+            except CommandFailed as exc:
+                found[name] = exc
+        for name, _ in sent:
+            if name not in found:
+                found[name] = got.get(name) or CommandFailed(f"{self.where}: no STATUS for folder {name!r}")
+        return {name: found[name] for name in names}
+
+    def _status_items(self) -> bytes:
+        return b"(UIDVALIDITY UIDNEXT MESSAGES" + (b" HIGHESTMODSEQ)" if "CONDSTORE" in self.capabilities else b")")
+
+    def _status_of(self, name: str, untagged: list[Untagged]) -> FolderStatus:
+        for response in untagged:
+            return _status_values(response.tokens())
         raise CommandFailed(f"{self.where}: no STATUS for folder {name!r}")
 
     async def select(self, name: str, *, readonly: bool = False) -> FolderStatus:
@@ -339,19 +380,10 @@ class ImapConnection:
             return []
         items = b"(UID FLAGS RFC822.SIZE INTERNALDATE)" if details else b"(UID FLAGS)"
         wanted = wire.uid_set(uids) if uids is not None else f"{int(start)}:*"
-        fetched = _Fetched(frozenset(uids).__contains__ if uids is not None else (lambda uid: uid >= start))
+        listing = _Listing(frozenset(uids).__contains__ if uids is not None else (lambda uid: uid >= start), details)
         await self.command(b"UID FETCH", wanted.encode("ascii"), items, what="UID FETCH", folder=self.selected,
-                           kinds=_FETCH, each=fetched)
-        listed = []
-        for uid, found in sorted(fetched.items.items()):
-            flags, problems = _flags(found.get("FLAGS"))
-            size, date = 0, ""
-            if details:  # a size that is not a number counts as 0: memory is charged by the bytes received anyway
-                size = _number(found.get("RFC822.SIZE"))
-                date, problem = _date(found.get("INTERNALDATE"))
-                problems += problem
-            listed.append(Listed(uid, flags, size or 0, date, tuple(problems)))
-        return listed
+                           kinds=_FETCH, each=listing)
+        return listing.result()
 
     async def search_since(self, day) -> list[int]:
         """UIDs of messages whose internal date is on or after ``day``."""
@@ -634,15 +666,88 @@ class _Fetched:
         return bool(added)
 
 
+def _status_key(name: str) -> str:
+    """A folder name as STATUS answers are matched: INBOX in any case is INBOX."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _status_values(tokens: list[Token]) -> FolderStatus:
+    """The values of one ``* STATUS name (KEY value ...)`` answer; a value that is not a number counts as 0."""
+    values = tokens[1] if len(tokens) > 1 and isinstance(tokens[1], list) else []
+    found = {str(values[i]).upper(): _number(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+    return FolderStatus(found.get("UIDVALIDITY") or 0, found.get("UIDNEXT") or 0, found.get("MESSAGES") or 0,
+                        found.get("HIGHESTMODSEQ"))
+
+
+class _Listing(_Fetched):
+    """A listing's FETCH answers turned into :class:`Listed` records as they arrive.
+
+    A UID's items are merged as :class:`_Fetched` does (first answer wins)
+    only until the ones asked for are all there; then its tokens are dropped
+    and a small record kept, so a folder of 100,000 messages is held as
+    100,000 records, never as their parsed answers.
+    """
+
+    def __init__(self, asked: Callable[[int], bool], details: bool):
+        super().__init__(asked)
+        self.details = details
+        self.needed = ("FLAGS", "RFC822.SIZE", "INTERNALDATE") if details else ("FLAGS",)
+        self.listed: dict[int, Listed] = {}
+
+    def __call__(self, response: Untagged) -> bool:
+        found = wire.fetch_items(response.tokens())
+        uid = _number(found.get("UID"))
+        if uid is None or uid in self.listed or not self.asked(uid):
+            return False
+        merged = self.items.setdefault(uid, {})
+        added = [key for key in found if key not in merged]
+        for key in added:
+            merged[key] = found[key]
+        if all(key in merged for key in self.needed):
+            self.listed[uid] = self._record(uid, self.items.pop(uid))
+        return bool(added)
+
+    def _record(self, uid: int, found: dict[str, Token]) -> Listed:
+        flags, problems = _flags(found.get("FLAGS"))
+        size, date = 0, ""
+        if self.details:  # a size that is not a number counts as 0: memory is charged by the bytes received anyway
+            size = _number(found.get("RFC822.SIZE"))
+            date, problem = _date(found.get("INTERNALDATE"))
+            problems += problem
+        return Listed(uid, flags, size or 0, date, tuple(problems))
+
+    def result(self) -> list[Listed]:
+        """Every UID answered, in UID order (one whose answer lacked an item asked for, with what it had)."""
+        for uid in list(self.items):
+            self.listed[uid] = self._record(uid, self.items.pop(uid))
+        return [self.listed[uid] for uid in sorted(self.listed)]
+
+
 def _number(token: Token) -> int | None:
     """A number the server sent, or None when it is not one."""
     return int(token) if isinstance(token, str) and token.isascii() and token.isdigit() and len(token) < 20 else None
 
 
 def _flags(token: Token) -> tuple[frozenset[str], list[str]]:
-    """Valid flags of a server's FLAGS (without the server's own \\Recent), and a problem per dropped one."""
+    """Valid flags of a server's FLAGS (without the server's own \\Recent), and a problem per dropped one.
+
+    Equal sets are one object (:func:`_shared`): a folder of 100,000 messages has a few combinations of flags.
+    """
     flags, dropped = wire.flags_of(token)
-    return flags - SERVER_FLAGS, [f"flag '{wire.printable(f, 80)}' dropped: not an IMAP flag" for f in dropped]
+    return _shared(flags - SERVER_FLAGS), [f"flag '{wire.printable(f, 80)}' dropped: not an IMAP flag" for f in dropped]
+
+
+_SHARED: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _shared(flags: frozenset[str]) -> frozenset[str]:
+    """One object per distinct set of flags (at most 4,096 kept: a hostile server cannot grow it without bound)."""
+    found = _SHARED.get(flags)
+    if found is None:
+        found = flags
+        if len(_SHARED) < 4096:
+            _SHARED[flags] = flags
+    return found
 
 
 def _date(token: Token) -> tuple[str, list[str]]:

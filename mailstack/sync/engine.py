@@ -81,10 +81,12 @@ class FolderResult:
     flags_repaired: int = 0          # --verify: messages whose flags differed on the target (repaired unless dry run)
     repairs: list[str] = field(default_factory=list)  # what --verify found and did, one line each
     mapped_from: str = ""            # the refused name --map-invalid mapped to ``target``
+    unchanged: bool = False          # both sides as the last complete run left them: not listed (STATUS told)
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"folder": self.name, "target": self.target, "mapped_from": self.mapped_from, "copied": self.copied,
+        return {"folder": self.name, "target": self.target, "mapped_from": self.mapped_from,
+                "unchanged": self.unchanged, "copied": self.copied,
                 "bytes": self.bytes, "skipped": self.skipped, "flag_updates": self.flag_updates,
                 "flags_repaired": self.flags_repaired, "repairs": list(self.repairs), "errors": list(self.errors)}
 
@@ -120,7 +122,8 @@ class MailboxResult:
         return {"source_user": self.source_user, "target_user": self.target_user, "in_sync": self.in_sync,
                 "dry_run": self.dry_run, "copied": self.total("copied"), "bytes": self.total("bytes"),
                 "skipped": self.total("skipped"), "flag_updates": self.total("flag_updates"),
-                "flags_repaired": self.total("flags_repaired"), "retries": self.retries, "errors": self.errors,
+                "flags_repaired": self.total("flags_repaired"), "retries": self.retries,
+                "folders_unchanged": sum(f.unchanged for f in self.folders.values()), "errors": self.errors,
                 "folders": [f.to_dict() for f in self.folders.values()]}
 
 
@@ -194,7 +197,9 @@ async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, opt
     """Sync one mailbox, retrying after a dropped connection, until its deadline; never raises for server trouble."""
     result = MailboxResult(account.source_user, account.target_user, dry_run=options.dry_run)
     path = state_file(options.state_dir, str(source), account.source_user, str(target), account.target_user)
-    state = SyncState(path)
+    # Creating a state file, and checkpointing it at the end, wait on the disk: done on a worker thread, so the
+    # other mailboxes of the run go on meanwhile.
+    state = await asyncio.to_thread(SyncState, path)
     budget = budget or ByteBudget(options.memory_bytes)
     deadline = Deadline.first(run_deadline, Deadline.after(options.mailbox_deadline, "the deadline of one mailbox"))
     try:
@@ -205,7 +210,7 @@ async def sync_mailbox(account: Account, source: Endpoint, target: Endpoint, opt
     except (ValueError, LookupError, TypeError) as exc:  # data no check foresaw: this mailbox stops, the run goes on
         result.error = f"stopped by data it could not read ({exc.__class__.__name__}: {printable(str(exc))})"
     finally:
-        state.close()
+        await asyncio.to_thread(state.close)
     return result
 
 
@@ -276,6 +281,10 @@ class _MailboxRun:
                                   target_folders)
         for missing in self.options.rules.missing_explicit(p.name for p in plans):
             self.result.folder(missing).errors = ["no such folder on the source"]
+        # Every folder's STATUS on each side in one round trip: an unchanged folder costs nothing more.
+        wanted = [p for p in plans if p.target is not None]
+        source_statuses = await src.statuses(list(dict.fromkeys(p.source for p in wanted)))
+        target_statuses = await tgt.statuses(list(dict.fromkeys(p.target for p in wanted if p.target in target_folders)))
         for folder in plans:
             if folder.target is None:
                 if not folder.left_out:
@@ -304,7 +313,14 @@ class _MailboxRun:
                                      f"({exc.server_text or exc}): {names.remedy(folder.name, renamed, naming)}")
                 continue
             try:
-                await self.sync_folder(folder, result, exists)
+                source_status = _answered(source_statuses[folder.source])
+                if not exists:
+                    target_status = FolderStatus(0, 1, 0)
+                elif folder.target in target_statuses:
+                    target_status = _answered(target_statuses[folder.target])
+                else:  # created by this run
+                    target_status = await tgt.status(folder.target)
+                await self.sync_folder(folder, result, exists, source_status, target_status)
             except NoSuchFolder as exc:
                 result.errors.append(str(exc))
             except OverQuota as exc:
@@ -313,20 +329,23 @@ class _MailboxRun:
             except CommandFailed as exc:
                 result.errors.append(str(exc))
 
-    async def sync_folder(self, folder: FolderPlan, result: FolderResult, target_exists: bool) -> None:
+    async def sync_folder(self, folder: FolderPlan, result: FolderResult, target_exists: bool,
+                          source_status: FolderStatus, target_status: FolderStatus) -> None:
         src, tgt, options = self.src, self.tgt, self.options
         dry = options.dry_run
-        source_status = await src.status(folder.source)
-        target_status = await tgt.status(folder.target) if target_exists else FolderStatus(0, 1, 0)
-        loaded = self.state.load(folder.source)
-        state = plan.still_valid(loaded, source_status.uidvalidity, target_status.uidvalidity)
-        if state is not loaded and not dry:
-            self.state.reset(folder.source, state)
-        # --verify looks at every message, even in a folder unchanged on the source.
-        if not options.verify and plan.unchanged_since_last_run(
-                state, source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq, self.since_epoch):
-            result.skipped = source_status.messages
+        marks = self.state.load_marks(folder.source)
+        state = plan.still_valid(marks, source_status.uidvalidity, target_status.uidvalidity)
+        if state is not marks:
+            if not dry:
+                self.state.reset(folder.source, state)
+        elif options.verify:  # --verify looks at every message, even in an unchanged folder
+            state = self.state.load(folder.source)
+        elif not plan.why_look(state.complete, source_status, target_status, self.since_epoch):
+            result.skipped, result.unchanged = source_status.messages, True
             return
+        else:
+            state = self.state.load(folder.source)
+        state.complete = None  # until this run completes the folder
 
         await src.select(folder.source, readonly=True)
         listed = await src.list_messages()
@@ -345,14 +364,20 @@ class _MailboxRun:
         result.errors += plan.remarks(m for m in listed if m.uid in changes)
         # Messages an earlier attempt of this run copied are counted as copied, not skipped.
         result.skipped = max(0, len(listed) - len(new) - result.copied)
+        if not options.verify:
+            del listed  # only --verify needs the listing again: a large folder's is not held during the copy
         if dry:
             result.copied, result.bytes, result.flag_updates = len(new), sum(m.size for m in new), len(changes)
             if options.verify and target_exists:
                 await self.verify_flags(folder, state, listed, result)
             return
 
-        self.progress.planned(self.account.source_user, len(new), sum(m.size for m in new))
-        await self.copy(folder, state, new, result)
+        new, too_large = plan.within_size(new, options.max_message_bytes)
+        result.errors += too_large
+        pending = plan.Pending.of(new)
+        del new  # a large folder's listing is not held while it is copied
+        self.progress.planned(self.account.source_user, len(pending), pending.bytes)
+        await self.copy(folder, state, pending, result)
         if changes:
             await tgt.select(folder.target)
             await tgt.store_flags(plan.group_by_flags(changes, state))
@@ -361,8 +386,9 @@ class _MailboxRun:
         if options.verify:
             await self.verify_flags(folder, state, listed, result)
         if not result.errors:
-            state.complete = (source_status.uidvalidity, source_status.uidnext, source_status.highestmodseq,
-                              self.since_epoch)
+            if pending or changes or options.verify:  # this run wrote to the target: its values moved
+                target_status = await tgt.status(folder.target)
+            state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)
         self.state.save(folder.source, state)
 
     async def verify_flags(self, folder: FolderPlan, state: FolderState, listed: list[Listed],
@@ -408,29 +434,24 @@ class _MailboxRun:
             self.state.set_unpaired(folder.source, state, {m.uid for m in unknown} - set(pairs.values()))
         return set(pairs)
 
-    async def copy(self, folder: FolderPlan, state: FolderState, new: list[Listed], result: FolderResult) -> None:
+    async def copy(self, folder: FolderPlan, state: FolderState, pending: plan.Pending, result: FolderResult) -> None:
         """Fetch batch k+1 from the source while batch k is appended to the target; memory stays a few batches.
 
         The budget is reserved by the sizes the source announced and charged
-        by the bytes it sent; a message announced larger than
-        ``max_message_bytes`` is not fetched at all.
+        by the bytes it sent (messages announced larger than
+        ``max_message_bytes`` are left out before).
         """
-        new, too_large = plan.within_size(new, self.options.max_message_bytes)
-        result.errors += too_large
-        if not new:
+        if not pending:
             return
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        batches = plan.batches(new, max_bytes=self.options.batch_bytes, max_count=self.options.batch_count)
-
         held = [0]  # bytes of the budget this folder holds (fetched, queued or being appended)
 
         async def produce() -> None:
             try:
-                for batch in batches:
-                    announced = sum(m.size for m in batch)
+                for asked, announced in pending.batches(max_bytes=self.options.batch_bytes,
+                                                        max_count=self.options.batch_count):
                     await self.budget.acquire(announced)
                     held[0] += announced
-                    asked = [m.uid for m in batch]
                     fetched = await self.src.fetch_messages(asked, expected_bytes=announced)
                     received = sum(len(m.body) for m in fetched)
                     if received > announced:
@@ -492,6 +513,13 @@ class _MailboxRun:
         result.copied += len(messages)
         result.bytes += size
         self.progress.advanced(self.account.source_user, len(messages), size)
+
+
+def _answered(status: FolderStatus | CommandFailed) -> FolderStatus:
+    """A folder's STATUS, or the failure it ended with raised (handled as that folder's error)."""
+    if isinstance(status, CommandFailed):
+        raise status
+    return status
 
 
 def run_sync(accounts: Sequence[Account], source: Endpoint, target: Endpoint, options: SyncOptions,

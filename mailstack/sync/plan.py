@@ -7,14 +7,15 @@ state say and carries out what they return.
 from __future__ import annotations
 
 import enum
+from array import array
 import fnmatch
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
-from mailstack.imap import Listed, Message, Namespace, utf7
+from mailstack.imap import FolderStatus, Listed, Message, Namespace, utf7
 from mailstack.imap.wire import parse_internaldate, uid_set
 from mailstack.sync import names
 
@@ -156,6 +157,15 @@ def _has_wildcard(pattern: str) -> bool:
 # ---------------------------------------------------------------- messages
 
 
+@dataclass(frozen=True)
+class FolderMark:
+    """Both sides of a folder as the last complete run of it left them, and the ``since`` cutoff it ran with."""
+
+    source: FolderStatus
+    target: FolderStatus
+    since: int | None = None
+
+
 @dataclass
 class FolderState:
     """What the last runs recorded for one source folder."""
@@ -166,8 +176,8 @@ class FolderState:
     synced: dict[int, tuple[int, frozenset[str]]] = field(default_factory=dict)
     # highest target UID already examined (copied by us or found there)
     target_seen: int = 0
-    # source (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) and since-cutoff of the last complete run, if any
-    complete: tuple[int, int, int, int | None] | None = None
+    # both sides as the last complete run left them, if any: a folder found so again is not listed
+    complete: FolderMark | None = None
     # target UIDs examined that are no copy of a source message (mail delivered to the target itself): looked
     # at again when new source messages come, since one may be its copy (a rollback's reverse sync, a forward)
     unpaired: set[int] = field(default_factory=set)
@@ -180,18 +190,38 @@ def still_valid(state: FolderState, source_uidvalidity: int, target_uidvalidity:
     return FolderState(source_uidvalidity, target_uidvalidity)
 
 
-def unchanged_since_last_run(state: FolderState, uidvalidity: int, uidnext: int, highestmodseq: int | None,
-                             since: int | None) -> bool:
-    """True when the source folder is exactly as the last complete run left it (no new message, no flag change).
+def why_look(mark: FolderMark | None, source: FolderStatus, target: FolderStatus, since: int | None) -> str:
+    """Why a folder must be listed and compared this run, or "" when both sides are as the last complete run left
+    them (it is skipped: one STATUS per side told).
 
-    Needs HIGHESTMODSEQ (CONDSTORE): without it every folder is listed. A run
-    with an earlier ``since`` than the last one must look again.
+    Sound by construction: any change a run could act on moves one of the
+    values compared. A new or removed message moves UIDNEXT or MESSAGES; a
+    flag change moves only HIGHESTMODSEQ, so a source without CONDSTORE is
+    always listed (STATUS alone cannot show a flag change there). On the
+    target, UIDVALIDITY, UIDNEXT and MESSAGES are compared, and HIGHESTMODSEQ
+    when it offers CONDSTORE (a forward run never carries target-side flag
+    changes, so a target without it can still be skipped). A run with an
+    earlier ``since`` than the last one must look for the older mail.
     """
-    if state.complete is None or highestmodseq is None:
-        return False
-    done_validity, done_next, done_modseq, done_since = state.complete
-    covered = done_since is None or (since is not None and since >= done_since)
-    return (done_validity, done_next, done_modseq) == (uidvalidity, uidnext, highestmodseq) and covered
+    if mark is None:
+        return "no complete run of it recorded"
+    if mark.since is not None and (since is None or since < mark.since):
+        return "this run copies older mail than the last one"
+    if source.highestmodseq is None or mark.source.highestmodseq is None:
+        return "the source does not offer CONDSTORE: only a listing shows flag changes"
+    if (mark.source.uidvalidity, mark.source.uidnext, mark.source.messages) != (
+            source.uidvalidity, source.uidnext, source.messages):
+        return "messages added or removed on the source"
+    if mark.source.highestmodseq != source.highestmodseq:
+        return "messages changed on the source"
+    if (mark.target.uidvalidity, mark.target.uidnext, mark.target.messages) != (
+            target.uidvalidity, target.uidnext, target.messages):
+        return "messages added or removed on the target"
+    if None not in (mark.target.highestmodseq, target.highestmodseq) and mark.target.highestmodseq != target.highestmodseq:
+        return "messages changed on the target"
+    if (mark.target.highestmodseq is None) != (target.highestmodseq is None):
+        return "the target's CONDSTORE support changed"
+    return ""
 
 
 def to_copy(listed: Iterable[Listed], state: FolderState) -> list[Listed]:
@@ -216,23 +246,55 @@ def group_by_flags(changes: Mapping[int, frozenset[str]], state: FolderState) ->
     return dict(groups)
 
 
-def batches(messages: Iterable[Listed], *, max_bytes: int, max_count: int) -> list[list[Listed]]:
+def batches(messages: Sequence[Listed], *, max_bytes: int, max_count: int) -> list[list[Listed]]:
     """Messages grouped so a batch holds at most ``max_bytes`` (or one larger message) and ``max_count``.
 
     Bounds memory: at most a few batches are held at once, however large the folder.
     """
-    out: list[list[Listed]] = []
-    current: list[Listed] = []
-    size = 0
-    for message in messages:
-        if current and (size + message.size > max_bytes or len(current) >= max_count):
-            out.append(current)
-            current, size = [], 0
-        current.append(message)
-        size += message.size
-    if current:
-        out.append(current)
-    return out
+    return [list(messages[start:end]) for start, end in _groups([m.size for m in messages], max_bytes, max_count)]
+
+
+def _groups(sizes: Sequence[int], max_bytes: int, max_count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each batch of :func:`batches`, in order, as they are asked for."""
+    start, size = 0, 0
+    for index, message_size in enumerate(sizes):
+        if index > start and (size + message_size > max_bytes or index - start >= max_count):
+            yield start, index
+            start, size = index, 0
+        size += message_size
+    if start < len(sizes):
+        yield start, len(sizes)
+
+
+@dataclass
+class Pending:
+    """The messages a folder still needs copied, compact: UIDs and announced sizes in two arrays (16 bytes a
+    message, where a listed message takes a few hundred), so a folder of 100,000 holds no record per message
+    while it is copied."""
+
+    uids: array
+    sizes: array
+
+    @classmethod
+    def of(cls, messages: Iterable[Listed]) -> "Pending":
+        uids, sizes = array("Q"), array("Q")
+        for message in messages:
+            uids.append(message.uid)
+            sizes.append(message.size)
+        return cls(uids, sizes)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.sizes)
+
+    def batches(self, *, max_bytes: int, max_count: int) -> Iterator[tuple[list[int], int]]:
+        """The UIDs of each batch (grouped as :func:`batches` groups) and the bytes announced for it, made as
+        they are asked for."""
+        for start, end in _groups(self.sizes, max_bytes, max_count):
+            yield list(self.uids[start:end]), sum(self.sizes[start:end])
 
 
 def within_size(messages: Iterable[Listed], largest: int) -> tuple[list[Listed], list[str]]:
@@ -305,10 +367,10 @@ def candidates(unsynced: Iterable[Listed], unknown: Iterable[Listed]) -> tuple[l
     """Source and target UIDs worth comparing by header: same size and internal date on both sides."""
     unknown = list(unknown)
     keys = {quick_key(m) for m in unknown}
-    source = [m.uid for m in unsynced if quick_key(m) in keys]
-    source_keys = {quick_key(m) for m in unsynced if m.uid in set(source)}
+    chosen = [(m.uid, key) for m in unsynced if (key := quick_key(m)) in keys]
+    source_keys = {key for _, key in chosen}
     target = [m.uid for m in unknown if quick_key(m) in source_keys]
-    return source, target
+    return [uid for uid, _ in chosen], target
 
 
 def match_copies(source: Mapping[int, tuple], target: Mapping[int, tuple]) -> dict[int, int]:
@@ -318,13 +380,13 @@ def match_copies(source: Mapping[int, tuple], target: Mapping[int, tuple]) -> di
     source messages need two target copies: no loss and no duplicate.
     """
     free: dict[tuple, list[int]] = defaultdict(list)
-    for uid in sorted(target):
+    for uid in sorted(target, reverse=True):  # each pool in descending order: the lowest UID is popped from the end
         free[target[uid]].append(uid)
     pairs = {}
     for uid in sorted(source):
         pool = free.get(source[uid])
         if pool:
-            pairs[uid] = pool.pop(0)
+            pairs[uid] = pool.pop()
     return pairs
 
 

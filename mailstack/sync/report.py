@@ -10,10 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from rich.table import Table
-
 from mailstack.imap.wire import printable
-from mailstack.migration.evidence import FinalSync, MailboxSync, ShardSync
 from mailstack.problems import Problem
 from mailstack.sync.engine import MailboxResult
 
@@ -49,18 +46,27 @@ def shown(value):
     return value
 
 
-def report_table(results: Sequence[MailboxResult], *, dry_run: bool) -> Table:
-    """Per-mailbox counts; a dry run says what would be copied."""
+def report_table(results: Sequence[MailboxResult], *, dry_run: bool):
+    """Per-mailbox counts (a rich Table); a dry run says what would be copied."""
+    from rich.table import Table
+
     verb = "to copy" if dry_run else "copied"
     table = Table("mailbox", "target", verb, "MB", "already there", "flag updates" + (" due" if dry_run else ""),
-                  "status", title="mailstack sync" + (" (dry run: nothing changed)" if dry_run else ""))
+                  "folders unchanged", "status",
+                  title="mailstack sync" + (" (dry run: nothing changed)" if dry_run else ""))
     for r in results:
         status = "in sync" if r.in_sync else ("pending" if not r.errors else f"{len(r.errors)} error(s)")
         if r.retries:
             status += f" ({r.retries} reconnect{'s' if r.retries > 1 else ''})"
         table.add_row(r.source_user, r.target_user, str(r.total("copied")), f"{r.total('bytes') / 1e6:.1f}",
-                      str(r.total("skipped")), _flag_updates(r), status)
+                      str(r.total("skipped")), _flag_updates(r), unchanged_folders(r), status)
     return table
+
+
+def unchanged_folders(result: MailboxResult) -> str:
+    """``4/5``: folders found as the last complete run left them on both sides (so not listed), of those synced."""
+    synced = [f for f in result.folders.values() if f.target]
+    return f"{sum(f.unchanged for f in synced)}/{len(synced)}"
 
 
 def _flag_updates(result: MailboxResult) -> str:
@@ -93,6 +99,8 @@ def sync_coverage(results, problems: int, at, *, reverse: bool = False, partial:
     rows that could not run. A forward run of one shard (``shard``: a
     :class:`ShardCoverage`) is recorded under its K/N key, in its own file.
     """
+    from mailstack.migration.evidence import FinalSync, MailboxSync, ShardSync
+
     covered = {(r.source_user if reverse else r.target_user).lower():
                MailboxSync(at=at, differences=mailbox_differences(r), in_sync=r.in_sync, partial=partial)
                for r in results}

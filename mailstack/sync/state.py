@@ -16,18 +16,27 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from mailstack.files import private_dir
-from mailstack.sync.plan import FolderState
+from mailstack.imap import FolderStatus
+from mailstack.sync.plan import FolderMark, FolderState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
   source TEXT PRIMARY KEY, source_uidvalidity INTEGER, target_uidvalidity INTEGER, target_seen INTEGER,
-  done_validity INTEGER, done_next INTEGER, done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0);
+  done_validity INTEGER, done_next INTEGER, done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0,
+  done_messages INTEGER, done_target_validity INTEGER, done_target_next INTEGER, done_target_messages INTEGER,
+  done_target_modseq INTEGER);
 CREATE TABLE IF NOT EXISTS messages (
   source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, size INTEGER, digest TEXT,
   PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unpaired (
   source TEXT, target_uid INTEGER, PRIMARY KEY (source, target_uid)) WITHOUT ROWID;
 """
+# Columns a state file of an earlier version lacks, added when it is opened.
+_ADDED = {"messages": (("size", "INTEGER"), ("digest", "TEXT")),
+          "folders": tuple((c, "INTEGER") for c in ("done_messages", "done_target_validity", "done_target_next",
+                                                    "done_target_messages", "done_target_modseq"))}
+_FOLDER = ("source_uidvalidity, target_uidvalidity, target_seen, done_validity, done_next, done_modseq, done_since, "
+           "done, done_messages, done_target_validity, done_target_next, done_target_messages, done_target_modseq")
 # Files SQLite makes beside the database (it gives them the database's permissions).
 _COMPANIONS = ("-wal", "-shm", "-journal")
 
@@ -47,28 +56,41 @@ class SyncState:
         for name in (path.name, *(path.name + suffix for suffix in _COMPANIONS)):
             if (path.parent / name).exists():  # a file of an earlier version, made with the umask's mode
                 os.chmod(path.parent / name, 0o600)
-        self._db = sqlite3.connect(path)
+        # Opened and closed on a worker thread by the engine (creating and checkpointing a file waits on fsync),
+        # used on the event loop's: one user at a time, never two threads at once.
+        self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-        for column, kind in (("size", "INTEGER"), ("digest", "TEXT")):  # a state file of an earlier version
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+        for table, added in _ADDED.items():  # a state file of an earlier version
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in added:
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        self._flag_sets: dict[str, frozenset[str]] = {}
 
     def close(self) -> None:
         self._db.close()
 
     def load(self, folder: str) -> FolderState:
-        row = self._db.execute("SELECT source_uidvalidity, target_uidvalidity, target_seen, done_validity, done_next, "
-                               "done_modseq, done_since, done FROM folders WHERE source = ?", (folder,)).fetchone()
+        """A folder's whole state: its marks and every copied message's UIDs and flags."""
+        state = self.load_marks(folder)
+        state.synced = {uid: (target, self._flags(flags)) for uid, target, flags in self._db.execute(
+            "SELECT source_uid, target_uid, flags FROM messages WHERE source = ?", (folder,))}
+        state.unpaired = {uid for (uid,) in self._db.execute("SELECT target_uid FROM unpaired WHERE source = ?",
+                                                             (folder,))}
+        return state
+
+    def load_marks(self, folder: str) -> FolderState:
+        """A folder's state without its messages: enough to tell it is unchanged (one row, whatever its size)."""
+        row = self._db.execute(f"SELECT {_FOLDER} FROM folders WHERE source = ?", (folder,)).fetchone()
         if row is None:
             return FolderState()
-        synced = {uid: (target, _flags(flags)) for uid, target, flags in self._db.execute(
-            "SELECT source_uid, target_uid, flags FROM messages WHERE source = ?", (folder,))}
-        complete = (row[3], row[4], row[5], row[6]) if row[7] else None
-        unpaired = {uid for (uid,) in self._db.execute("SELECT target_uid FROM unpaired WHERE source = ?", (folder,))}
-        return FolderState(row[0], row[1], synced, row[2], complete=complete, unpaired=unpaired)
+        complete = None
+        if row[7] and None not in row[3:6] and None not in row[8:12]:  # an earlier version recorded no target
+            complete = FolderMark(FolderStatus(row[3], row[4], row[8], row[5]),
+                                  FolderStatus(row[9], row[10], row[11], row[12]), row[6])
+        return FolderState(row[0], row[1], {}, row[2], complete=complete)
 
     def reset(self, folder: str, state: FolderState) -> None:
         """Start a folder afresh (UIDVALIDITY changed on a side)."""
@@ -77,10 +99,12 @@ class SyncState:
         self.save(folder, state)
 
     def save(self, folder: str, state: FolderState) -> None:
-        done = state.complete or (0, 0, 0, None)
-        self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (folder, state.source_uidvalidity, state.target_uidvalidity, state.target_seen,
-                          *done, int(state.complete is not None)))
+        mark = state.complete
+        done = ((mark.source.uidvalidity, mark.source.uidnext, mark.source.highestmodseq, mark.since, 1,
+                 mark.source.messages, mark.target.uidvalidity, mark.target.uidnext, mark.target.messages,
+                 mark.target.highestmodseq) if mark else (0, 0, 0, None, 0, None, None, None, None, None))
+        self._db.execute(f"INSERT OR REPLACE INTO folders (source, {_FOLDER}) VALUES ({', '.join('?' * 14)})",
+                         (folder, state.source_uidvalidity, state.target_uidvalidity, state.target_seen, *done))
         self._db.commit()
 
     def set_unpaired(self, folder: str, state: FolderState, uids: set[int]) -> None:
@@ -109,11 +133,17 @@ class SyncState:
             "digest = coalesce(excluded.digest, digest)", rows)
         self.save(folder, state)
 
+    def _flags(self, text: str) -> frozenset[str]:
+        """The flags of a row; equal sets are one object (a folder has few combinations, and many messages)."""
+        flags = self._flag_sets.get(text)
+        if flags is None:
+            flags = self._flag_sets[text] = frozenset(text.split()) if text else frozenset()
+        return flags
+
     def received(self, folder: str) -> dict[int, tuple[int | None, str | None]]:
         """Per source UID of a folder: the size and SHA-256 digest of the bytes copied (None when not known)."""
         return {uid: (size, digest) for uid, size, digest in self._db.execute(
             "SELECT source_uid, size, digest FROM messages WHERE source = ?", (folder,))}
 
 
-def _flags(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
+

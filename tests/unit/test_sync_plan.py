@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack.imap import Listed, Message, Namespace, utf7
+from mailstack.imap import FolderStatus, Listed, Message, Namespace, utf7
 from mailstack.imap.wire import parse_uid_set, uid_set
 from mailstack.problems import InputError
 from mailstack.sync import plan
 from mailstack.sync.accounts import parse_accounts
-from mailstack.sync.plan import FolderRules, FolderState
+from mailstack.sync.plan import FolderMark, FolderRules, FolderState
 
 COURIER = Namespace("INBOX.", ".")
 PLAIN = Namespace("", "/")
@@ -82,21 +82,56 @@ def test_a_changed_uidvalidity_on_either_side_starts_the_folder_afresh():
     assert plan.still_valid(state, 2, 1).synced == {} and plan.still_valid(state, 1, 2).synced == {}
 
 
+SOURCE, TARGET = FolderStatus(1, 50, 40, 900), FolderStatus(7, 60, 45, 300)
+
+
 def test_an_unchanged_folder_is_skipped_only_with_condstore_and_the_same_cutoff():
-    state = FolderState(1, 1, complete=(1, 50, 900, None))
-    assert plan.unchanged_since_last_run(state, 1, 50, 900, None)
-    assert not plan.unchanged_since_last_run(state, 1, 51, 900, None)  # new mail
-    assert not plan.unchanged_since_last_run(state, 1, 50, 901, None)  # a flag changed
-    assert not plan.unchanged_since_last_run(state, 1, 50, None, None)  # no CONDSTORE
-    since = FolderState(1, 1, complete=(1, 50, 900, 1_700_000_000))
-    assert not plan.unchanged_since_last_run(since, 1, 50, 900, None)  # this run wants older mail too
-    assert plan.unchanged_since_last_run(since, 1, 50, 900, 1_800_000_000)
+    mark = FolderMark(SOURCE, TARGET)
+    assert plan.why_look(mark, SOURCE, TARGET, None) == ""
+    assert plan.why_look(None, SOURCE, TARGET, None) == "no complete run of it recorded"
+    assert "added or removed on the source" in plan.why_look(mark, FolderStatus(1, 51, 41, 901), TARGET, None)  # new mail
+    assert "added or removed on the source" in plan.why_look(mark, FolderStatus(1, 50, 39, 901), TARGET, None)  # expunge
+    assert "changed on the source" in plan.why_look(mark, FolderStatus(1, 50, 40, 901), TARGET, None)  # a flag changed
+    assert "CONDSTORE" in plan.why_look(mark, FolderStatus(1, 50, 40), TARGET, None)  # no CONDSTORE: never skipped
+    assert "CONDSTORE" in plan.why_look(FolderMark(FolderStatus(1, 50, 40), TARGET), SOURCE, TARGET, None)
+    since = FolderMark(SOURCE, TARGET, 1_700_000_000)
+    assert "older mail" in plan.why_look(since, SOURCE, TARGET, None)  # this run wants older mail too
+    assert "older mail" in plan.why_look(since, SOURCE, TARGET, 1_600_000_000)
+    assert plan.why_look(since, SOURCE, TARGET, 1_800_000_000) == ""
+
+
+@pytest.mark.parametrize("target, why", [
+    (FolderStatus(8, 60, 45, 300), "added or removed on the target"),  # UIDVALIDITY
+    (FolderStatus(7, 61, 46, 301), "added or removed on the target"),  # a message delivered there
+    (FolderStatus(7, 60, 44, 301), "added or removed on the target"),  # one expunged there
+    (FolderStatus(7, 60, 45, 301), "changed on the target"),           # a flag changed there
+    (FolderStatus(7, 60, 45), "CONDSTORE support changed"),
+])
+def test_a_folder_changed_on_the_target_is_looked_at(target, why):
+    assert why in plan.why_look(FolderMark(SOURCE, TARGET), SOURCE, target, None)
+
+
+def test_a_target_without_condstore_does_not_stop_the_skip_but_its_new_mail_does():
+    mark = FolderMark(SOURCE, FolderStatus(7, 60, 45))
+    assert plan.why_look(mark, SOURCE, FolderStatus(7, 60, 45), None) == ""
+    assert plan.why_look(mark, SOURCE, FolderStatus(7, 61, 46), None) != ""
 
 
 def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
     messages = [listed(n, size=s) for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
     groups = plan.batches(messages, max_bytes=1000, max_count=2)
     assert [[m.uid for m in g] for g in groups] == [[1, 2], [3], [4], [5, 6], [7]]
+
+
+def test_pending_messages_are_batched_as_listed_ones_and_held_in_16_bytes_each():
+    messages = [listed(n, size=s) for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
+    pending = plan.Pending.of(messages)
+    assert len(pending) == 7 and pending.bytes == 6230
+    assert pending.uids.itemsize + pending.sizes.itemsize == 16
+    assert list(pending.batches(max_bytes=1000, max_count=2)) == [
+        ([m.uid for m in group], sum(m.size for m in group)) for group in plan.batches(messages, max_bytes=1000,
+                                                                                       max_count=2)]
+
 
 
 def test_identical_messages_pair_one_to_one_so_none_is_lost_or_duplicated():

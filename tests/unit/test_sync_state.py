@@ -6,7 +6,8 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-from mailstack.sync.plan import FolderState
+from mailstack.imap import FolderStatus
+from mailstack.sync.plan import FolderMark, FolderState
 from mailstack.sync.state import SyncState
 
 
@@ -42,4 +43,35 @@ def test_what_was_received_is_recorded_and_kept_when_flags_change(tmp_path: Path
     state.record("INBOX", folder, [(5, 50, frozenset({"\\Seen"}))])  # a flag change later
     assert state.received("INBOX") == {5: (len(body), hashlib.sha256(body).hexdigest())}
     assert state.load("INBOX").synced == {5: (50, frozenset({"\\Seen"}))}
+    state.close()
+
+
+def test_the_marks_of_a_complete_run_are_kept_and_read_without_the_messages(tmp_path: Path):
+    state = SyncState(tmp_path / "s.sqlite")
+    folder = FolderState(1, 7)
+    state.record("INBOX", folder, [(uid, uid + 100, frozenset({"\\Seen"})) for uid in range(1, 6)])
+    folder.complete = FolderMark(FolderStatus(1, 6, 5, 900), FolderStatus(7, 106, 5, None), 1_700_000_000)
+    state.save("INBOX", folder)
+    state.close()
+    reopened = SyncState(tmp_path / "s.sqlite")
+    marks = reopened.load_marks("INBOX")
+    assert marks.complete == folder.complete and marks.synced == {}
+    loaded = reopened.load("INBOX")
+    assert loaded.complete == folder.complete and len(loaded.synced) == 5
+    assert len({id(flags) for _, flags in loaded.synced.values()}) == 1  # one set of flags, shared
+    reopened.close()
+
+
+def test_a_state_file_without_the_target_marks_has_no_complete_run(tmp_path: Path):
+    """A file of the version that recorded only the source: its folders are listed once, then skipped."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("CREATE TABLE folders (source TEXT PRIMARY KEY, source_uidvalidity INTEGER, "
+                         "target_uidvalidity INTEGER, target_seen INTEGER, done_validity INTEGER, done_next INTEGER, "
+                         "done_modseq INTEGER, done_since INTEGER, done INTEGER DEFAULT 0);"
+                         "INSERT INTO folders VALUES ('INBOX', 1, 7, 10, 1, 11, 900, NULL, 1);")
+    state = SyncState(path)
+    marks = state.load_marks("INBOX")
+    assert (marks.source_uidvalidity, marks.target_uidvalidity, marks.target_seen) == (1, 7, 10)
+    assert marks.complete is None
     state.close()
