@@ -42,7 +42,11 @@ def verified(project, address: str, env: str = "dev", host: str = "mail-dev.exam
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": host, "host_ip": address,
                          "certificate_sha256": "ab" * 32, "checks": ["all"],
                          "mailboxes": ["taro.yamada@example.com", "hanako.sato@example.com", "postmaster@example.com",
-                                       "ops@example.com"]},
+                                       "ops@example.com"],
+                         # dev's declared relay took verify's probe
+                         "outbound": {"route": "relay", "summary": "relay relay.example.net:587",
+                                      "probe": "outbound-probe@example.net", "action": "relayed",
+                                      "remote_mta": "relay.example.net"}},
         "previous_mx_ttl": 3600, "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat()}))
 
 
