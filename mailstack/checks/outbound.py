@@ -104,6 +104,16 @@ def _unseen_remedy(route: OutboundRoute | None) -> str:
             "blocked, wrong host or credentials); read postqueue -p and the mail log on the host, then verify again")
 
 
+def undeclared_check(stack: str) -> Check:
+    """The outbound check of a stack that declares no way out: an error saying which of the ways to declare."""
+
+    def outbound_mail(target: Target) -> list[Result]:
+        return [error(CHECK, f"stack {stack} declares no way for mail to leave the host (EC2 blocks outbound "
+                             "port 25 unless AWS lifts it)", _DECLARE)]
+
+    return outbound_mail
+
+
 def outbound_check(route: OutboundRoute | None, probe: str | None, *, wait: float = REPORT_WAIT) -> Check:
     """The outbound check for verify: the probe goes to ``probe`` by ``route`` (the stack's declaration)."""
 

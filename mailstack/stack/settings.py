@@ -179,6 +179,7 @@ class DnsSettings(_Model):
         "MX exchanges (host names) the stack removes from the domains' MX sets; other MX entries than the "
         "old server's are kept."))
 
+
 SES_REGIONS = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 SES_SIMULATOR = "success@simulator.amazonses.com"
 """SES's mailbox simulator: accepted in the sandbox too, never a real mailbox, not counted against sending quotas."""
@@ -213,6 +214,15 @@ class OutboundRoute:
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "summary": self.summary}
+
+
+def probe_problem(address: str, domains) -> str | None:
+    """Why ``address`` cannot receive verify's outbound probe (None: it can): it must be an address elsewhere."""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+        return f"{address!r} is not an email address"
+    if address.rsplit("@", 1)[1].lower().rstrip(".") in domains:
+        return f"{address} is in a domain of this stack: mail to it never leaves the host; give an address elsewhere"
+    return None
 
 
 OUTBOUND_KEYS = ("ses", "relay", "port25_lifted")
@@ -274,11 +284,8 @@ class Settings(_Model):
         if len(declared) > 1:
             problems.append((declared[1], f"{' and '.join(declared)} are both declared: outgoing mail takes one way; "
                                           "keep one of ses, relay or port25_lifted"))
-        if self.outbound_probe is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.outbound_probe):
-            problems.append(("outbound_probe", f"{self.outbound_probe!r} is not an email address"))
-        elif self.outbound_probe is not None and self.outbound_probe.rsplit("@", 1)[1].lower() in self.domains:
-            problems.append(("outbound_probe", f"{self.outbound_probe} is in a domain of this stack: mail to it never "
-                                               "leaves the host; give an address elsewhere"))
+        if self.outbound_probe is not None and (problem := probe_problem(self.outbound_probe, self.domains)):
+            problems.append(("outbound_probe", problem))
         for address, reason in self.exempt_mailboxes.items():
             if "@" not in address:
                 problems.append(("exempt_mailboxes", f"{address!r} is not an address: give the mailbox's roster address"))

@@ -21,6 +21,7 @@ from mailstack.checks.service import SERVICE_CHECKS, judge_certificate, tls_floo
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.loopback import LoopbackAddress
+from mailstack.local.sink import SmtpSink
 from mailstack.stack.passwords import initial_password
 from mailstack.host.records import Dkim, desired_records, dkim_value
 from mailstack.stack.roster import load_roster
@@ -31,6 +32,7 @@ from tests.conftest import PROJECT, require_root_and_packages, require_tool, sta
 pytestmark = pytest.mark.integration
 
 ADDRESS, DNS_ADDRESS, PERMISSIVE_ADDRESS = "127.0.3.21", "127.0.5.21", "127.0.3.22"
+RELAY_ADDRESS = "127.0.40.3"  # an SMTP sink standing in for the dev stack's relay
 SEED = "verify-seed-" + "x" * 36
 USER = "user1@example.com"
 
@@ -47,10 +49,22 @@ def dkim_key():
 
 
 @pytest.fixture(scope="module")
-def mail_host(tmp_path_factory, settings, dkim_key):
+def relay():
+    address = LoopbackAddress(RELAY_ADDRESS)
+    address.add()
+    try:
+        with SmtpSink(RELAY_ADDRESS, 25) as sink:
+            yield sink
+    finally:
+        address.remove()
+
+
+@pytest.fixture(scope="module")
+def mail_host(tmp_path_factory, settings, dkim_key, relay):
     require_root_and_packages()
     roster = load_roster(write_roster(tmp_path_factory.mktemp("r") / "r.csv", 3, generate_every=1), domains=settings.domains)
-    with local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=dkim_key) as host:
+    with local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=dkim_key,
+                       relayhost=f"[{RELAY_ADDRESS}]:25") as host:
         yield host
 
 
@@ -111,6 +125,10 @@ def test_verify_record_writes_evidence_of_this_host_on_success(target, mail_host
     assert evidence["host_name"] == "mail.example.com" and evidence["host_ip"] == ADDRESS
     assert evidence["certificate_sha256"] == hashlib.sha256(der).hexdigest()
     assert datetime.fromisoformat(evidence["at"]) > datetime.now(timezone.utc) - timedelta(minutes=2)
+    # The dev stack's relay (the sink stands in for it) took the outbound probe: the proof the cutover gate asks for.
+    assert evidence["outbound"] == {"route": "relay", "summary": "relay relay.example.net:587",
+                                    "probe": "outbound-probe@example.net", "action": "relayed",
+                                    "remote_mta": RELAY_ADDRESS}
 
     (tmp_path / "pw").write_text("wrong password\n")
     (project / "stacks/evidence/t.json").unlink()
