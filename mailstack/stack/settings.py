@@ -195,6 +195,10 @@ class SesRelay(_Model):
         """SES's SMTP endpoint of the region (STARTTLS on 587)."""
         return f"email-smtp.{self.region or stack_region}.amazonaws.com"
 
+    def relay(self, stack_region: str, smtp_user: str) -> "Relay":
+        """SES as the host's relay: its SMTP endpoint on 587, the SMTP user the stack made (an access key id)."""
+        return Relay(host=self.smtp_host(stack_region), port=587, username=smtp_user)
+
 
 class Port25Lift(_Model):
     """AWS lifted EC2's port-25 restriction for this account: the host delivers directly to other domains' MX."""
