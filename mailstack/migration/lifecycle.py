@@ -45,7 +45,12 @@ def next_step(settings: Settings, env: str, evidence: Evidence | None = None) ->
     """
     if settings.phase == "provision" and evidence is not None and evidence.rollback is not None:
         return _AFTER_ROLLBACK.format(env=env, new=settings.host.name, old=settings.old_server.host)
-    return _NEXT[settings.phase].format(env=env, old=settings.old_server.host, days=settings.overlap_days)
+    step = _NEXT[settings.phase].format(env=env, old=settings.old_server.host, days=settings.overlap_days)
+    if settings.phase == "provision" and settings.outbound is None:
+        # The cutover gate will refuse: say so now, while the mailboxes are still being copied.
+        step = ("declare how mail leaves the host (mailstack:ses, mailstack:relay or mailstack:port25_lifted; "
+                "EC2 blocks outbound port 25), " + step)
+    return step
 
 
 def guarded_mailboxes(settings: Settings, roster: Collection[str]) -> list[str]:
@@ -153,6 +158,22 @@ def _outbound_proof_reasons(settings: Settings, verification) -> list[str]:
         return [f"the verification saw mail leave by {proof.summary}, but the stack now declares {route.summary}: "
                 "run mailstack verify -s ENV --record again"]
     return []
+
+
+def outbound_status(settings: Settings, evidence: Evidence | None) -> str:
+    """The stack's way out for mail, and whether the recorded verification saw a probe leave by it (for plans)."""
+    route = settings.outbound
+    if route is None:
+        return "outgoing mail: " + NO_OUTBOUND
+    proof = evidence.verification.outbound if evidence and evidence.verification else None
+    dkim = ("; pulumi up also publishes each domain's three Easy DKIM CNAMEs (named by SES's tokens, known only "
+            "then)" if route.kind == "ses" else "")
+    if proof is not None and (proof.route, proof.summary) == (route.kind, route.summary):
+        seen = (f"verified: a probe to {proof.probe} was {proof.action}"
+                f"{f' by {proof.remote_mta}' if proof.remote_mta else ''}")
+    else:
+        seen = "not seen leaving yet (mailstack verify -s ENV --record sends the probe)"
+    return f"outgoing mail: {route.summary}; {seen}{dkim}"
 
 
 def decommission_gate(settings: Settings, evidence: Evidence | None, now: datetime, *,

@@ -65,6 +65,8 @@ def test_offline_cutover_plan_uses_the_address_recorded_in_the_evidence(project)
     host = next(c for c in planned["changes"] if (c["name"], c["type"]) == ("mail-dev.example.com", "A"))
     assert host["after"]["values"] == ["198.51.100.44"] and host["stand_in"] is None
     assert planned["gate_refusals"] == []
+    assert ("outgoing mail: relay relay.example.net:587; verified: a probe to outbound-probe@example.net was "
+            "relayed by relay.example.net") in planned["notes"]
     mx = next(c for c in planned["changes"] if c["type"] == "MX")
     assert mx["after"]["values"] == ["10 mail-dev.example.com."]
 

@@ -9,7 +9,7 @@ import pytest
 from mailstack.checks import Result, Status, error, ok
 from mailstack.checks.outbound import judge_report
 from mailstack.migration.evidence import Evidence, OutboundProof, Verification, verification_of
-from mailstack.migration.lifecycle import NO_OUTBOUND, cutover_gate
+from mailstack.migration.lifecycle import NO_OUTBOUND, cutover_gate, next_step, outbound_status
 from mailstack.problems import InputError
 from mailstack.stack.settings import SES_SIMULATOR, settings_from_values
 from tests.conftest import RELAY, RELAYED, stack_values
@@ -195,3 +195,16 @@ def test_only_a_passing_outbound_check_is_recorded_as_proof():
     assert verification_of([certificate, passed], HOST, IP, NOW).outbound == OutboundProof(**RELAYED)
     failed: Result = error("outbound mail", "did not leave", "fix it")
     assert verification_of([certificate, failed], HOST, IP, NOW).outbound is None
+
+
+def test_next_step_and_plan_say_how_mail_leaves_and_whether_it_was_seen():
+    assert next_step(settings(), "prod").startswith("declare how mail leaves the host (mailstack:ses")
+    assert not next_step(settings(relay=RELAY), "prod").startswith("declare")
+    assert outbound_status(settings(), None) == "outgoing mail: " + NO_OUTBOUND
+    assert outbound_status(settings(relay=RELAY), None) == (
+        "outgoing mail: relay smtp.relay.example.net:587; not seen leaving yet (mailstack verify -s ENV --record "
+        "sends the probe)")
+    assert outbound_status(settings(relay=RELAY), ready(outbound=OutboundProof(**RELAYED))) == (
+        "outgoing mail: relay smtp.relay.example.net:587; verified: a probe to probe@partner.example was relayed "
+        "by smtp.relay.example.net")
+    assert "three Easy DKIM CNAMEs" in outbound_status(settings(ses={}), None)
