@@ -121,7 +121,8 @@ def verify(
     as_json: bool = JsonOption,
 ) -> None:
     """Check the new host as its users and other mail servers will: ports, TLS, AUTH, relay, delivery, DNS,
-    and (with --accounts) that every migrated mailbox holds what the old server holds."""
+    that mail leaves it by the stack's declared way (a probe and its delivery report), and (with --accounts) that
+    every migrated mailbox holds what the old server holds."""
     from mailstack.checks.dns import dns_checks
     from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
     from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK

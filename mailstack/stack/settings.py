@@ -180,7 +180,7 @@ class DnsSettings(_Model):
         "old server's are kept."))
 
 
-SES_REGIONS = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+AWS_REGION = r"[a-z]{2}(-[a-z]+)+-\d"
 SES_SIMULATOR = "success@simulator.amazonses.com"
 """SES's mailbox simulator: accepted in the sandbox too, never a real mailbox, not counted against sending quotas."""
 
@@ -188,7 +188,7 @@ SES_SIMULATOR = "success@simulator.amazonses.com"
 class SesRelay(_Model):
     """Outgoing mail through Amazon SES: the stack verifies each mail domain (Easy DKIM) and makes SMTP credentials."""
 
-    region: Annotated[str, _pattern(SES_REGIONS.pattern, "an AWS region (eu-west-1)")] | None = Field(
+    region: Annotated[str, _pattern(AWS_REGION, "an AWS region (eu-west-1)")] | None = Field(
         None, description="Region of the SES endpoint; default: the stack's aws:region.")
 
     def smtp_host(self, stack_region: str) -> str:
@@ -215,9 +215,6 @@ class OutboundRoute:
     kind: Literal["ses", "relay", "port25"]
     summary: str
     probe: str | None
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "summary": self.summary}
 
 
 def probe_problem(address: str, domains) -> str | None:
