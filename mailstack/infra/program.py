@@ -124,8 +124,10 @@ def build(settings: Settings, roster: Roster, *, stack: str, relay_password: pul
     dkim_key = tls.PrivateKey(f"{name}-dkim", algorithm="RSA", rsa_bits=2048)
     dkim = records.Dkim(settings.dns.dkim_selector, dkim_key.public_key_pem.apply(records.dkim_value))
     # SES: the stack makes the SMTP user; its password goes where any relay's password goes (the SSM parameter).
+    # A region of its own only when it differs from the stack's: naming the same region keeps the same provider.
     ses = (SesSending(f"{name}-ses", domains=settings.domains, zone_id=zone_id, ttl=settings.normal_ttl,
-                      region=settings.ses.region) if settings.ses else None)
+                      region=settings.ses.region if settings.ses.region != pulumi.Config("aws").get("region") else None)
+           if settings.ses else None)
     relay_password = ses.smtp_password if ses else relay_password
     parameters = []
     if relay_password is not None:

@@ -100,6 +100,12 @@ def test_an_ses_region_of_its_own_holds_the_identities_and_names_the_endpoint(ro
     assert evaluation.outputs["outbound"] == "Amazon SES (us-east-1)"
 
 
+def test_naming_the_stacks_own_region_keeps_the_default_provider(roster):
+    evaluation = run(roster, ses={"region": "eu-west-1"})
+    assert not evaluation.of_type("pulumi:providers:aws")
+    assert len(evaluation.of_type("aws:sesv2/emailIdentity:EmailIdentity")) == len(DOMAINS)
+
+
 def test_ses_with_a_relay_password_of_its_own_is_refused(roster, caplog):
     with pytest.raises(pulumi.RunError, match="nothing was changed"):
         run(roster, ses={}, extra={"mailstack:relay_password": "x" * 20}, secret_keys=["mailstack:relay_password"])
