@@ -208,3 +208,38 @@ def test_next_step_and_plan_say_how_mail_leaves_and_whether_it_was_seen():
         "outgoing mail: relay smtp.relay.example.net:587; verified: a probe to probe@partner.example was relayed "
         "by smtp.relay.example.net")
     assert "three Easy DKIM CNAMEs" in outbound_status(settings(ses={}), None)
+
+
+# ------------------------------------------------------------------ verify's wiring
+
+
+def test_verify_refuses_a_probe_address_inside_the_domains_before_checking_anything():
+    from typer.testing import CliRunner
+
+    from mailstack.cli import app
+
+    result = CliRunner().invoke(app, ["verify", "--host", "mail.example.com", "--domain", "example.com",
+                                      "--outbound-probe", "someone@example.com"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--outbound-probe: someone@example.com is in a domain of this stack" in result.output
+
+
+def test_a_stack_declaring_no_way_out_fails_the_outbound_check_saying_what_to_declare():
+    from mailstack.checks import Target
+    from mailstack.checks.outbound import CHECK
+    from mailstack.cli.verify import _outbound_check
+
+    check = _outbound_check("prod", settings(), "example.com", None)
+    (result,) = check(Target(host=HOST, domain="example.com"))
+    assert (result.check, result.status) == (CHECK, Status.ERROR)
+    assert result.detail.startswith("stack prod declares no way for mail to leave the host")
+    assert "mailstack:ses" in result.remedy and "mailstack:port25_lifted" in result.remedy
+    assert _outbound_check(None, None, "example.com", None) is None  # no stack, no probe: skipped, and said so
+
+
+def test_a_declared_relay_without_a_probe_address_is_an_error_never_skipped():
+    from mailstack.checks import Target
+    from mailstack.cli.verify import _outbound_check
+
+    (result,) = _outbound_check("dev", settings(relay=RELAY), "example.com", None)(Target(host=HOST, domain="x"))
+    assert result.status is Status.ERROR and "mailstack:outbound_probe" in result.remedy
