@@ -317,7 +317,7 @@ def rehearse(settings: Settings, roster: Roster, stack: str, options: Options, s
         world.start(previous_ttl=settings.normal_ttl)
         report.steps.append(StepResult("servers started", time.monotonic() - started, True,
                                        f"old {world.addresses.old}, new {world.addresses.new}, "
-                                       f"DNS {world.addresses.dns}, outgoing mail to {world.addresses.relay}"))
+                                       f"DNS {world.addresses.dns}, relay {world.addresses.relay}"))
         Runner(world, settings, roster, report, options, show).run()
     except StepFailed:
         pass
