@@ -4,8 +4,7 @@ A local run has no DNS and no internet, so its Postfix relays outgoing mail
 to this sink (the harness sets ``relayhost``), and tests read the messages
 exactly as they left the host. A sink can also stand for a relay that
 refuses mail (:attr:`SmtpSink.refuse_with`), so a test sees what the host
-does with a refusal. It announces no DSN, as SES does not: Postfix then
-reports a message it handed over as "relayed".
+does with a refusal.
 """
 
 from __future__ import annotations

@@ -88,6 +88,7 @@ def test_the_host_relays_through_ses_with_the_access_key_as_user(ses):
     main_cf = files["/etc/postfix/main.cf"]
     assert "relayhost = [email-smtp.eu-west-1.amazonaws.com]:587" in main_cf
     assert "smtp_sasl_auth_enable = yes" in main_cf and "smtp_tls_security_level = encrypt" in main_cf
+    assert "smtp_discard_ehlo_keywords = dsn" in main_cf  # the host reports "relayed" itself
     assert ses.outputs["outbound"] == "Amazon SES (the stack's region)"
 
 
