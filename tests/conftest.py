@@ -74,6 +74,13 @@ def stack_values(roster: Path | str, **overrides) -> dict:
     return values
 
 
+RELAY = {"host": "smtp.relay.example.net", "port": 587}
+"""A declared way out for mail (``mailstack:relay``), for stacks that go through the cutover gate."""
+RELAYED = {"route": "relay", "summary": "relay smtp.relay.example.net:587", "probe": "probe@partner.example",
+           "action": "relayed", "remote_mta": "smtp.relay.example.net"}
+"""The outbound proof verify records for a stack declaring :data:`RELAY`: its probe taken by the relay."""
+
+
 def pulumi_config(values: dict) -> dict[str, str]:
     """Values as the Pulumi engine hands them to the program (objects as JSON text)."""
     return {f"mailstack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}

@@ -78,6 +78,7 @@ def plan(
     dkim = _dkim_key(stack, stack_file.project_dir, offline)
     gate = lifecycle.phase_gate(settings, evidence, datetime.now(timezone.utc), host_name=settings.host.name,
                                 host_ip=None if host_ip.stand_in else host_ip.value, roster=[m.address for m in roster])
+    notes = [*notes, lifecycle.outbound_status(settings, evidence)]
     result = dns_plan.stack_plan(settings, existing, host_ip=host_ip, dkim=dkim, notes=notes,
                                  gate_refusals=gate.reasons)
     out.print(FORMATS[output.value]().render(result, stack), markup=False, end="")

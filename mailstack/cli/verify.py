@@ -72,6 +72,21 @@ def _mailbox_check(accounts_file: Path, source: str | None, settings, target_hos
     return mailbox_check(accounts, endpoint, target, rules)
 
 
+def _outbound_check(stack: str | None, settings, domain: str, probe: str | None):
+    """The outbound check: the probe goes out by the stack's declared way (None: no stack and no probe, skipped)."""
+    from mailstack.checks.outbound import outbound_check, undeclared_check
+    from mailstack.stack.settings import probe_problem
+
+    if probe and (problem := probe_problem(probe, settings.domains if settings else [domain])):
+        raise InputError("verify", [Problem("--outbound-probe", problem)])
+    if settings is None:
+        return outbound_check(None, probe) if probe else None
+    route = settings.outbound
+    if route is None:
+        return undeclared_check(stack)
+    return outbound_check(route, probe or route.probe)
+
+
 def verify(
     stack: Optional[str] = typer.Option(None, "-s", "--stack", help="Stack: host and domain from its settings."),
     host: Optional[str] = typer.Option(None, help="Host name of the new mail host."),
@@ -96,14 +111,19 @@ def verify(
     exclude: list[str] = ExcludeOption,
     renames: list[str] = typer.Option([], "--map", help="A folder rename the sync was given, OLD=NEW (repeatable)."),
     map_invalid: bool = typer.Option(False, "--map-invalid", help="The sync was given --map-invalid."),
+    outbound_probe: Optional[str] = typer.Option(
+        None, "--outbound-probe", help="Send the outbound probe to this address outside the host's domains "
+                                       "(with -s: default mailstack:outbound_probe, or SES's mailbox simulator)."),
     record: bool = typer.Option(False, "--record", help="On success, write the evidence file of the stack."),
     as_json: bool = JsonOption,
 ) -> None:
     """Check the new host as its users and other mail servers will: ports, TLS, AUTH, relay, delivery, DNS,
-    and (with --accounts) that every migrated mailbox holds what the old server holds."""
+    that mail leaves it by the stack's declared way (a probe and its delivery report), and (with --accounts) that
+    every migrated mailbox holds what the old server holds."""
     from mailstack.checks import Target, run_checks
     from mailstack.checks.dns import dns_checks
     from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
+    from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK
     from mailstack.checks.service import SERVICE_CHECKS
 
     try:
@@ -128,6 +148,12 @@ def verify(
         else:
             skipped.append({"check": MAILBOX_CHECK,
                             "reason": f"give --accounts FILE (or set {ACCOUNTS_ENV}), the sync's accounts CSV"})
+        outbound = _outbound_check(stack, settings, domain_name, outbound_probe)
+        if outbound:
+            checks.append(outbound)
+        else:
+            skipped.append({"check": OUTBOUND_CHECK,
+                            "reason": "give --outbound-probe ADDRESS (outside the host's domains), or -s ENV"})
     except InputError as exc:
         fail(exc)
     target = Target(host=host_name, domain=domain_name, address=address, user=user, password=password,

@@ -20,7 +20,7 @@ from mailstack.clients.values import mail_servers
 from mailstack.host import records
 from mailstack.stack.passwords import initial_password_hash
 from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
-from mailstack.stack.settings import DEFAULT_DKIM_SELECTOR, Settings
+from mailstack.stack.settings import DEFAULT_DKIM_SELECTOR, Relay, Settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MAIL_ROOT = "/var/mail/vmail"
@@ -137,13 +137,16 @@ def _url_host(address: str) -> str:
 
 
 def host_context(settings: Settings, *, dkim: bool, dkim_selector: str | None = None,
-                 relay_password_parameter: str | None = None, placement: Placement = PRODUCTION) -> dict:
+                 relay_password_parameter: str | None = None, relay: Relay | None = None,
+                 placement: Placement = PRODUCTION) -> dict:
     """The values every host template is rendered with; ``placement`` moves a local run.
 
-    ``dkim_selector`` defaults to the stack's (``mailstack:dns.dkim_selector``), the one its records publish."""
+    ``dkim_selector`` defaults to the stack's (``mailstack:dns.dkim_selector``), the one its records publish.
+    ``relay``: where outgoing mail goes when it is not the settings' own relay (SES, whose SMTP user the
+    stack makes: :meth:`mailstack.stack.settings.SesRelay.relay`)."""
     dkim_selector = dkim_selector or settings.dns.dkim_selector
     root, host = placement.root, settings.host.name
-    relay = settings.relay
+    relay = relay or settings.relay
     if placement.relayhost:
         relay, relayhost = None, placement.relayhost
     else:
@@ -194,7 +197,8 @@ def host_context(settings: Settings, *, dkim: bool, dkim_selector: str | None = 
 
 def render_host_files(settings: Settings, roster: Roster, *, password_seed: str, mail_volume_id: str,
                       relay_password_parameter: str | None = None, dkim_private_key: str | None = None,
-                      dkim_selector: str | None = None, placement: Placement = PRODUCTION) -> dict[str, HostFile]:
+                      dkim_selector: str | None = None, relay: Relay | None = None,
+                      placement: Placement = PRODUCTION) -> dict[str, HostFile]:
     """Every file the bundle installs on the host, keyed by its path on the host.
 
     ``dkim_private_key`` is the PEM of the DKIM signing key (publish
@@ -202,9 +206,12 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
     without it no DKIM files are rendered and mail goes out unsigned.
     ``placement`` is for local runs: the keys stay the host's paths, the
     contents point under ``placement.root`` (see :class:`Placement`).
+    ``relay`` replaces the settings' relay (SES: see :func:`host_context`); its password is
+    read from the SSM parameter ``relay_password_parameter`` on the host.
     """
+    relay = relay or settings.relay
     ctx = host_context(settings, dkim=dkim_private_key is not None, dkim_selector=dkim_selector,
-                       relay_password_parameter=relay_password_parameter, placement=placement)
+                       relay_password_parameter=relay_password_parameter, relay=relay, placement=placement)
     # Dovecot insists on a hash nonce for its policy requests; no password hash is sent, but keep it unguessable.
     ctx["auth_policy_nonce"] = hmac.new(password_seed.encode(), b"dovecot auth policy nonce", hashlib.sha256).hexdigest()
     aliases = sorted((alias, box.address) for box in roster for alias in box.aliases)
@@ -215,7 +222,7 @@ def render_host_files(settings: Settings, roster: Roster, *, password_seed: str,
         "domains": settings.domains,
         "mail_root": ctx["mail_root"],
         "mail_volume_id": mail_volume_id,
-        "relay": settings.relay.model_dump() if settings.relay else None,
+        "relay": relay.model_dump() if relay else None,
         "relay_password_parameter": relay_password_parameter,
         "certificate_names": ctx["certificate_names"],
     }

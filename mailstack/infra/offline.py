@@ -132,6 +132,18 @@ class RecordingMocks(pulumi_mocks.Mocks):
         elif typ == "tls:index/privateKey:PrivateKey":
             # Derived from the name (which holds the stack's): the same commit previews the same bundle.
             state.update(standin_key_pair(name))
+        elif typ == "aws:sesv2/emailIdentity:EmailIdentity":
+            identity = args.inputs["emailIdentity"]
+            tokens = [hashlib.sha256(f"{identity}-{n}".encode()).hexdigest()[:32] for n in range(3)]
+            state.update(arn=f"arn:aws:ses:{self.region}:123456789012:identity/{identity}",
+                         dkimSigningAttributes={"tokens": tokens}, identityType="DOMAIN")
+        elif typ == "aws:iam/user:User":
+            state.update(arn=f"arn:aws:iam::123456789012:user{args.inputs.get('path', '/')}{name}", name=name)
+        elif typ == "aws:iam/accessKey:AccessKey":
+            resource_id = "AKIA" + hashlib.sha256(name.encode()).hexdigest()[:16].upper()
+            # Stand-ins a provider would compute from the new key: never a real credential.
+            state.update(secret=hashlib.sha256(f"{name}-secret".encode()).hexdigest(),
+                         sesSmtpPasswordV4="B" + hashlib.sha256(f"{name}-smtp".encode()).hexdigest()[:43])
         elif typ == "aws:ec2/eipDomainName:EipDomainName":
             state["ptrRecord"] = args.inputs.get("domainName", "") + "."
         return resource_id, state

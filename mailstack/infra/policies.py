@@ -86,6 +86,15 @@ def host_policy(*, bundle_object_arn: str, zone_id: str, certificate_names: list
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
+def ses_send_policy(identity_arns: list[str]) -> str:
+    """What the SES SMTP user may do: send raw mail (all SMTP sends are) as the stack's verified identities only."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "SendAsTheStacksDomains", "Effect": "Allow", "Action": "ses:SendRawEmail",
+                       "Resource": identity_arns}],
+    })
+
+
 def deny_insecure_transport(bucket_arn: str) -> str:
     """Bucket policy refusing any request not made over TLS."""
     return json.dumps({

@@ -43,6 +43,8 @@ def _detail(typ: str, inputs: dict, options: dict) -> str:
         return f"key {data.get('key')}, content secret={is_secret(inputs.get('content'))}"
     if typ == "aws:route53/record:Record":
         return f"{data.get('name')} {data.get('type')} {' '.join(data.get('records', []))}"
+    if typ == "aws:sesv2/emailIdentity:EmailIdentity":
+        return f"{data.get('emailIdentity')}: sends through SES once its Easy DKIM CNAMEs resolve"
     if typ == "aws:ec2/eipDomainName:EipDomainName":
         return f"PTR -> {data.get('domainName')}"
     if typ == "aws:dlm/lifecyclePolicy:LifecyclePolicy":

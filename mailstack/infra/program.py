@@ -22,6 +22,7 @@ from mailstack.infra.keys import StackKey
 from mailstack.infra.network import MailFirewall
 from mailstack.infra.oldserver import OldMailServer
 from mailstack.infra.placement import Placement
+from mailstack.infra.outbound import SesSending
 from mailstack.infra.policies import host_policy
 from mailstack.infra.storage import MailVolume
 from mailstack.migration.evidence import Evidence, evidence_path, load_evidence
@@ -44,6 +45,12 @@ def load_inputs(project_dir: Path) -> tuple[Settings, Roster, pulumi.Output[str]
         raise InputError(f"stack {pulumi.get_stack()}", [Problem(
             f"{NAMESPACE}:relay.username",
             f"the relay user needs a password: pulumi config set --secret {NAMESPACE}:relay_password",
+        )])
+    if settings.ses and relay_password is not None:
+        raise InputError(f"stack {pulumi.get_stack()}", [Problem(
+            f"{NAMESPACE}:relay_password",
+            f"the stack makes SES's SMTP password itself ({NAMESPACE}:ses): "
+            f"pulumi config rm {NAMESPACE}:relay_password",
         )])
     return settings, roster, relay_password
 
@@ -121,6 +128,12 @@ def build(settings: Settings, roster: Roster, *, stack: str, placement: Placemen
     # The role first: the stack key's policy names it, and its own policy names the key.
     host = MailHost(f"{name}-host", settings=settings)
     key = StackKey(f"{name}-key", host_role_arn=host.role.arn, region=region)
+    # SES: the stack makes the SMTP user; its password goes where any relay's password goes (the SSM parameter).
+    # A region of its own only when it differs from the stack's: naming the same region keeps the same provider.
+    ses = (SesSending(f"{name}-ses", domains=settings.domains, zone_id=zone_id, ttl=settings.normal_ttl,
+                      region=settings.ses.region if settings.ses.region != pulumi.Config("aws").get("region") else None)
+           if settings.ses else None)
+    relay_password = ses.smtp_password if ses else relay_password
     parameters = []
     if relay_password is not None:
         parameters.append(aws.ssm.Parameter(
@@ -129,14 +142,17 @@ def build(settings: Settings, roster: Roster, *, stack: str, placement: Placemen
         ))
     volume = MailVolume(f"{name}-mail", settings=settings, availability_zone=placement.zone.name)
 
-    def files(seed_value: str, volume_id: str, dkim_pem: str, parameter_name: str | None) -> str:
+    def files(seed_value: str, volume_id: str, dkim_pem: str, parameter_name: str | None,
+              region_name: str, ses_user: str | None) -> str:
         return hostfiles.bundle_document(hostfiles.render_host_files(
             settings, roster, password_seed=seed_value, mail_volume_id=volume_id,
             relay_password_parameter=parameter_name, dkim_private_key=dkim_pem,
+            relay=settings.ses.relay(region_name, ses_user) if ses else None,
         ))
 
     document = pulumi.Output.all(
         seed.result, volume.id, dkim_key.private_key_pem, parameters[0].name if parameters else None,
+        region, ses.smtp_user if ses else None,
     ).apply(lambda args: files(*args))
     bundle = ConfigBundle(f"{name}-bundle", document=document, kms_key_arn=key.arn)
     firewall = MailFirewall(f"{name}-host", vpc_id=placement.vpc_id, rules=ingress_rules(settings))
@@ -196,6 +212,7 @@ def build(settings: Settings, roster: Roster, *, stack: str, placement: Placemen
         # A secret output, for `mailstack clients` to print generated initial passwords on the sheets.
         "password_seed": pulumi.Output.secret(seed.result),
         "next_step": lifecycle.next_step(settings, stack, evidence),
+        "outbound": settings.outbound.summary if settings.outbound else lifecycle.NO_OUTBOUND,
         "old_server": old_server.status if old_server else f"{settings.old_server.host} is not in this AWS account",
     }
 

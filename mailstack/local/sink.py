@@ -2,7 +2,9 @@
 
 A local run has no DNS and no internet, so its Postfix relays outgoing mail
 to this sink (the harness sets ``relayhost``), and tests read the messages
-exactly as they left the host.
+exactly as they left the host. A sink can also stand for a relay that
+refuses mail (:attr:`SmtpSink.refuse_with`), so a test sees what the host
+does with a refusal.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class _Session(socketserver.StreamRequestHandler):
                 mail_from, recipients = command.split(":", 1)[1].split()[0].strip("<>"), []
                 self.reply("250 ok")
             elif verb == "RCPT":
+                if sink.refuse_with:
+                    self.reply(sink.refuse_with)
+                    continue
                 recipients.append(command.split(":", 1)[1].split()[0].strip("<>"))
                 self.reply("250 ok")
             elif verb == "DATA":
@@ -62,10 +67,15 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class SmtpSink:
-    """An SMTP server on ``address:port`` keeping every message; use as a context manager."""
+    """An SMTP server on ``address:port`` keeping every message; use as a context manager.
 
-    def __init__(self, address: str, port: int = 25):
+    ``refuse_with``: when set (e.g. ``"554 5.7.1 Message rejected"``), every
+    recipient is refused with that reply, as a relay that will not take the mail.
+    """
+
+    def __init__(self, address: str, port: int = 25, *, refuse_with: str | None = None):
         self.address, self.port = address, port
+        self.refuse_with = refuse_with
         self.messages: list[Received] = []
         self._arrived = threading.Condition()
         self._server: _Server | None = None

@@ -28,6 +28,17 @@ from mailstack.files import write_file
 from mailstack.problems import InputError, Problem
 
 
+class OutboundProof(BaseModel):
+    """A probe message seen leaving the host: the delivery report its own Postfix returned for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    route: str = Field(description="The stack's outbound declaration when verified: ses, relay or port25.")
+    summary: str = Field(description="That declaration in words (relay host and port, SES region, the port-25 case).")
+    probe: str = Field(description="The external address the probe was sent to.")
+    action: str = Field(description="What the delivery report said: relayed or delivered.")
+    remote_mta: str = Field("", description="The server that accepted the probe, as the report names it.")
+
+
 class Verification(BaseModel):
     """A passing run of every verify check against the new host."""
 
@@ -39,6 +50,7 @@ class Verification(BaseModel):
     checks: list[str] = Field(min_length=1)
     mailboxes: list[str] = Field(default_factory=list, description="Roster addresses whose every folder was compared "
                                                                    "with the old server and matched.")
+    outbound: OutboundProof | None = Field(None, description="Mail seen leaving the host (verify's outbound check).")
 
 
 class FinalSync(BaseModel):
@@ -211,11 +223,15 @@ def save_evidence(path: Path, evidence: Evidence) -> None:
 def verification_of(results, host_name: str, host_ip: str, at) -> Verification:
     """The evidence of a passing verify run: when, which host and address, its certificate, every check run."""
     from mailstack.checks.mailboxes import CHECK as MAILBOX_CHECK
+    from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK
 
     certificate = next(r for r in results if r.check == "certificate")
     compared = next((r.facts.get("addresses", []) for r in results if r.check == MAILBOX_CHECK), [])
+    # Only a passing outbound check carries the proof; anything else records none (the gate then refuses).
+    left = next((r.facts["outbound"] for r in results if r.check == OUTBOUND_CHECK and r.facts.get("outbound")), None)
     return Verification(at=at, host_name=host_name, host_ip=host_ip, certificate_sha256=certificate.facts["sha256"],
-                        checks=[r.check for r in results], mailboxes=compared)
+                        checks=[r.check for r in results], mailboxes=compared,
+                        outbound=OutboundProof(**left) if left else None)
 
 
 def record(path: Path, **parts) -> Evidence:

@@ -45,7 +45,12 @@ def next_step(settings: Settings, env: str, evidence: Evidence | None = None) ->
     """
     if settings.phase == "provision" and evidence is not None and evidence.rollback is not None:
         return _AFTER_ROLLBACK.format(env=env, new=settings.host.name, old=settings.old_server.host)
-    return _NEXT[settings.phase].format(env=env, old=settings.old_server.host, days=settings.overlap_days)
+    step = _NEXT[settings.phase].format(env=env, old=settings.old_server.host, days=settings.overlap_days)
+    if settings.phase == "provision" and settings.outbound is None:
+        # The cutover gate will refuse: say so now, while the mailboxes are still being copied.
+        step = ("declare how mail leaves the host (mailstack:ses, mailstack:relay or mailstack:port25_lifted; "
+                "EC2 blocks outbound port 25), " + step)
+    return step
 
 
 def guarded_mailboxes(settings: Settings, roster: Collection[str]) -> list[str]:
@@ -87,12 +92,15 @@ def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *
 
     Only with verification evidence that is fresh, about this very host, and
     whose mailbox comparison covered every roster mailbox (but the exempt
-    ones); and once the lowered MX TTL has been served for at least the old
+    ones); with a way out for mail declared (a relay, SES, or the port-25
+    lift) and the verification's probe seen leaving by it; and once the lowered MX TTL has been served for at least the old
     TTL, so that no resolver still caches the old MX for longer than the
     cutover TTL. ``host_ip`` is the host's current address, None when it has
     none yet; ``roster`` the roster's addresses.
     """
     reasons = []
+    if settings.outbound is None:
+        reasons.append(NO_OUTBOUND)
     verification = evidence.verification if evidence else None
     if verification is None:
         reasons.append(f"no verification evidence: run mailstack verify -s ENV --record against {host_name} first")
@@ -109,6 +117,7 @@ def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *
         elif verification.host_ip != host_ip:
             reasons.append(f"the verification is of {verification.host_ip}, not of the current host address {host_ip}: "
                            "the host changed since, verify again")
+        reasons += _outbound_proof_reasons(settings, verification)
         compared = {a.lower() for a in verification.mailboxes}
         missing = [a for a in guarded_mailboxes(settings, roster) if a not in compared]
         if missing:
@@ -126,6 +135,45 @@ def cutover_gate(settings: Settings, evidence: Evidence | None, now: datetime, *
             reasons.append(f"the lowered MX TTL has been served for {_hours(waited)}; resolvers may cache the old MX "
                            f"for up to {_hours(needed)} (its previous TTL): wait {_hours(needed - waited)} more")
     return Decision("cutover", tuple(reasons))
+
+
+NO_OUTBOUND = (
+    "the stack declares no way for mail to leave the host (EC2 blocks outbound port 25 unless AWS lifts it): "
+    "declare a relay (mailstack:ses for Amazon SES, or mailstack:relay with the secret mailstack:relay_password), "
+    "or record AWS's lift of the port-25 block (mailstack:port25_lifted: {lifted_on: YYYY-MM-DD, case: CASE-ID}); "
+    "then run mailstack verify -s ENV --record"
+)
+
+
+def _outbound_proof_reasons(settings: Settings, verification) -> list[str]:
+    """The recorded verification saw mail leave the host by the way the stack declares now."""
+    route = settings.outbound
+    if route is None:
+        return []  # NO_OUTBOUND already says what to do
+    proof = verification.outbound
+    if proof is None:
+        return [f"the verification did not see mail leave the host ({route.summary}): run mailstack verify -s ENV "
+                "--record, whose outbound check sends a probe out and reads the delivery report back"]
+    if (proof.route, proof.summary) != (route.kind, route.summary):
+        return [f"the verification saw mail leave by {proof.summary}, but the stack now declares {route.summary}: "
+                "run mailstack verify -s ENV --record again"]
+    return []
+
+
+def outbound_status(settings: Settings, evidence: Evidence | None) -> str:
+    """The stack's way out for mail, and whether the recorded verification saw a probe leave by it (for plans)."""
+    route = settings.outbound
+    if route is None:
+        return "outgoing mail: " + NO_OUTBOUND
+    proof = evidence.verification.outbound if evidence and evidence.verification else None
+    dkim = ("; pulumi up also publishes each domain's three Easy DKIM CNAMEs (named by SES's tokens, known only "
+            "then)" if route.kind == "ses" else "")
+    if proof is not None and (proof.route, proof.summary) == (route.kind, route.summary):
+        seen = (f"verified: a probe to {proof.probe} was {proof.action}"
+                f"{f' by {proof.remote_mta}' if proof.remote_mta else ''}")
+    else:
+        seen = "not seen leaving yet (mailstack verify -s ENV --record sends the probe)"
+    return f"outgoing mail: {route.summary}; {seen}{dkim}"
 
 
 def decommission_gate(settings: Settings, evidence: Evidence | None, now: datetime, *,

@@ -20,6 +20,7 @@ from typing import Callable
 from mailstack.checks import Target, run_checks
 from mailstack.checks.dns import dns_checks
 from mailstack.checks.mailboxes import mailbox_check
+from mailstack.checks.outbound import outbound_check, undeclared_check
 from mailstack.checks.service import SERVICE_CHECKS
 from mailstack.imap import ImapError
 from mailstack.imap.endpoint import Endpoint
@@ -38,6 +39,10 @@ from mailstack.sync.backup import run_backup
 from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.report import sync_coverage
 from mailstack.sync.reverse import reversed_accounts
+
+
+REHEARSAL_PROBE = "outbound-probe@rehearsal.invalid"
+"""Where the rehearsal's outbound probe goes when the stack names no mailstack:outbound_probe (the sink takes it)."""
 
 
 @dataclass
@@ -217,7 +222,11 @@ class Runner:
                         address=self.world.addresses.new, user=box.target_user, password=box.target_password,
                         cafile=self.world.cafile, dns_server=self.world.dns.server,
                         dkim_selector=self.settings.dns.dkim_selector, mta_sts=self.settings.web)
-        checks = [*SERVICE_CHECKS, dns_checks, mailbox_check(self.accounts, self.old, self.new)]
+        route = self.settings.outbound
+        # The world's sink stands in for the declared way out, so the probe needs no real address behind it.
+        outbound = (outbound_check(route, route.probe or REHEARSAL_PROBE) if route
+                    else undeclared_check(self.report.stack))
+        checks = [*SERVICE_CHECKS, dns_checks, mailbox_check(self.accounts, self.old, self.new), outbound]
         results = run_checks(checks, target)
         failed = [f"{r.check}: {r.detail}" for r in results if not r.passed]
         if not failed:
@@ -308,7 +317,7 @@ def rehearse(settings: Settings, roster: Roster, stack: str, options: Options, s
         world.start(previous_ttl=settings.normal_ttl)
         report.steps.append(StepResult("servers started", time.monotonic() - started, True,
                                        f"old {world.addresses.old}, new {world.addresses.new}, "
-                                       f"DNS {world.addresses.dns}"))
+                                       f"DNS {world.addresses.dns}, relay {world.addresses.relay}"))
         Runner(world, settings, roster, report, options, show).run()
     except StepFailed:
         pass

@@ -3,7 +3,9 @@
 Both mail servers are the rendered host (Postfix, Dovecot with IMAP and POP3,
 OpenDKIM) from :func:`mailstack.host.files.render_host_files`: the new one
 from the stack, the old one under the old server's name. The zone is served
-by Knot. Addresses are taken from a block only one rehearsal may hold at a
+by Knot. An SMTP sink stands in for the way out the stack declares (its
+relay, SES, or the internet behind a lifted port 25): the new host relays
+all outgoing mail to it, so verify's outbound probe leaves as it would. Addresses are taken from a block only one rehearsal may hold at a
 time (a lock file per block), so two rehearsals never collide.
 """
 
@@ -22,13 +24,15 @@ from mailstack.host.records import Dkim, Record, desired_records, dkim_value
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.host import HELPER_PORTS, PORTS, LocalHost
+from mailstack.local.loopback import LoopbackAddress
+from mailstack.local.sink import SmtpSink
 from mailstack.local.zonefile import reverse_record, reverse_zone
 from mailstack.stack.passwords import initial_password
 from mailstack.stack.roster import GeneratePassword, Roster
 from mailstack.stack.settings import Settings
 
 BLOCK_BASE = "127.0.30."
-BLOCKS = 25  # 127.0.30.0/24 in blocks of ten: .1 old, .2 new, .3 DNS
+BLOCKS = 25  # 127.0.30.0/24 in blocks of ten: .1 old, .2 new, .3 DNS, .4 the way out (SMTP sink)
 LOCK_DIR = Path("/run/mailstack-rehearsal")
 REQUIRED_TOOLS = (("/usr/sbin/knotd", "knot"),)
 
@@ -42,6 +46,7 @@ class Addresses:
     old: str
     new: str
     dns: str
+    relay: str
 
 
 def missing_requirements(exists=os.path.exists, euid: int | None = None) -> list[str]:
@@ -86,6 +91,8 @@ class World:
     old: LocalHost | None = None
     new: LocalHost | None = None
     dns: AuthoritativeDns | None = None
+    relay: SmtpSink | None = None
+    relay_address: LoopbackAddress | None = None
     work: Path | None = None
     old_seed: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     new_seed: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -147,10 +154,13 @@ class World:
         self.dns = AuthoritativeDns(self.addresses.dns, self.zones,
                                     nameservers=[(f"ns1.{self.settings.zone}", self.addresses.dns)])
         self.dns.serve(self.before_migration(previous_ttl))
+        self.relay_address = LoopbackAddress(self.addresses.relay)
+        self.relay_address.add()
+        self.relay = SmtpSink(self.addresses.relay, 25).start()
         self.old = local.start(old_server_settings(self.settings), self.roster, address=self.addresses.old,
                                password_seed=self.old_seed)
         self.new = local.start(self.settings, self.roster, address=self.addresses.new, password_seed=self.new_seed,
-                               dkim_private_key=self.dkim_key)
+                               dkim_private_key=self.dkim_key, relayhost=f"[{self.addresses.relay}]:25")
         (self.work / "ca.pem").write_text(self.old.ca_cert.read_text() + self.new.ca_cert.read_text())
         return self
 
@@ -165,10 +175,15 @@ class World:
         if self.dns is not None:
             with contextlib.suppress(Exception):
                 self.dns.stop()
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                self.relay.stop()
+        if self.relay_address is not None:
+            self.relay_address.remove()
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
         release_block(self._lock)
-        self.new = self.old = self.dns = None
+        self.new = self.old = self.dns = self.relay = self.relay_address = None
         return problems
 
 
@@ -177,7 +192,7 @@ def take_block() -> tuple[Addresses, object]:
     LOCK_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     for block in range(BLOCKS):
         base = block * 10
-        addresses = Addresses(*(f"{BLOCK_BASE}{base + n}" for n in (1, 2, 3)))
+        addresses = Addresses(*(f"{BLOCK_BASE}{base + n}" for n in (1, 2, 3, 4)))
         handle = open(LOCK_DIR / f"{BLOCK_BASE}{base}.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,7 +200,7 @@ def take_block() -> tuple[Addresses, object]:
             handle.close()
             continue
         ports = [*PORTS.values(), *HELPER_PORTS, 53]
-        if any(local.busy_port(a, ports) for a in (addresses.old, addresses.new, addresses.dns)):
+        if any(local.busy_port(a, ports) for a in (addresses.old, addresses.new, addresses.dns, addresses.relay)):
             release_block(handle)
             continue
         return addresses, handle

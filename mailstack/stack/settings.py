@@ -203,6 +203,56 @@ class DnsSettings(_Model):
         "old server's are kept."))
 
 
+AWS_REGION = r"[a-z]{2}(-[a-z]+)+-\d"
+SES_SIMULATOR = "success@simulator.amazonses.com"
+"""SES's mailbox simulator: accepted in the sandbox too, never a real mailbox, not counted against sending quotas."""
+
+
+class SesRelay(_Model):
+    """Outgoing mail through Amazon SES: the stack verifies each mail domain (Easy DKIM) and makes SMTP credentials."""
+
+    region: Annotated[str, _pattern(AWS_REGION, "an AWS region (eu-west-1)")] | None = Field(
+        None, description="Region of the SES endpoint; default: the stack's aws:region.")
+
+    def smtp_host(self, stack_region: str) -> str:
+        """SES's SMTP endpoint of the region (STARTTLS on 587)."""
+        return f"email-smtp.{self.region or stack_region}.amazonaws.com"
+
+    def relay(self, stack_region: str, smtp_user: str) -> "Relay":
+        """SES as the host's relay: its SMTP endpoint on 587, the SMTP user the stack made (an access key id)."""
+        return Relay(host=self.smtp_host(stack_region), port=587, username=smtp_user)
+
+
+class Port25Lift(_Model):
+    """AWS lifted EC2's port-25 restriction for this account: the host delivers directly to other domains' MX."""
+
+    lifted_on: date = Field(description="When AWS confirmed the lift (YYYY-MM-DD).")
+    case: Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9 ._/#-]{2,63}", "an AWS support case id (e.g. 171234567800123)")] = Field(
+        description="The AWS support case that lifted it, so a reviewer can find it.")
+
+
+@dataclass(frozen=True)
+class OutboundRoute:
+    """How mail leaves the host, as the stack declares it: ``ses``, ``relay`` or ``port25``."""
+
+    kind: Literal["ses", "relay", "port25"]
+    summary: str
+    probe: str | None
+
+
+def probe_problem(address: str, domains) -> str | None:
+    """Why ``address`` cannot receive verify's outbound probe (None: it can): it must be an address elsewhere."""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+        return f"{address!r} is not an email address"
+    if address.rsplit("@", 1)[1].lower().rstrip(".") in domains:
+        return f"{address} is in a domain of this stack: mail to it never leaves the host; give an address elsewhere"
+    return None
+
+
+OUTBOUND_KEYS = ("ses", "relay", "port25_lifted")
+"""The settings that declare outgoing mail; a stack declares at most one (the cutover needs exactly one)."""
+
+
 class Snapshots(_Model):
     """Daily snapshots of the mail volume (Data Lifecycle Manager)."""
 
@@ -226,7 +276,12 @@ class Settings(_Model):
     evidence_max_age_hours: int = Field(24, ge=1, le=168, description="Verification evidence older than this blocks cutover.")
     default_quota: Annotated[str, AfterValidator(_quota)] = Field("1G", description="Quota of roster rows that give none (e.g. 2G, 500M).")
     admin_email: str | None = Field(None, description="Contact for certificates and reports; default postmaster@<primary domain>.")
-    relay: Relay | None = Field(None, description="Smarthost for outgoing mail (optional).")
+    relay: Relay | None = Field(None, description="Outgoing mail through this SMTP relay (one of ses, relay, port25_lifted).")
+    ses: SesRelay | None = Field(None, description="Outgoing mail through Amazon SES (one of ses, relay, port25_lifted).")
+    port25_lifted: Port25Lift | None = Field(
+        None, description="AWS lifted the port-25 block: direct delivery (one of ses, relay, port25_lifted).")
+    outbound_probe: str | None = Field(
+        None, description="External address verify sends its outbound probe to; default for SES: its mailbox simulator.")
     web: bool = Field(True, description="Serve autoconfig/autodiscover and the MTA-STS policy (opens 80 and 443).")
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field("none", description="DMARC policy published for the domains.")
     snapshots: Snapshots = Field(default_factory=Snapshots)
@@ -249,6 +304,12 @@ class Settings(_Model):
             problems.append(("cutover_ttl", f"{self.cutover_ttl} is above normal_ttl {self.normal_ttl}: the cutover TTL must be the lower one"))
         if self.admin_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.admin_email):
             problems.append(("admin_email", f"{self.admin_email!r} is not an email address"))
+        declared = [key for key in OUTBOUND_KEYS if getattr(self, key) is not None]
+        if len(declared) > 1:
+            problems.append((declared[1], f"{' and '.join(declared)} are both declared: outgoing mail takes one way; "
+                                          "keep one of ses, relay or port25_lifted"))
+        if self.outbound_probe is not None and (problem := probe_problem(self.outbound_probe, self.domains)):
+            problems.append(("outbound_probe", problem))
         for address, reason in self.exempt_mailboxes.items():
             if "@" not in address:
                 problems.append(("exempt_mailboxes", f"{address!r} is not an address: give the mailbox's roster address"))
@@ -274,6 +335,20 @@ class Settings(_Model):
     @property
     def contact(self) -> str:
         return self.admin_email or f"postmaster@{self.primary_domain}"
+
+    @property
+    def outbound(self) -> OutboundRoute | None:
+        """How mail leaves the host, or None when the stack declares nothing (valid for provision, not for cutover)."""
+        if self.ses is not None:
+            region = self.ses.region or "the stack's region"
+            return OutboundRoute("ses", f"Amazon SES ({region})", self.outbound_probe or SES_SIMULATOR)
+        if self.relay is not None:
+            return OutboundRoute("relay", f"relay {self.relay.host}:{self.relay.port}", self.outbound_probe)
+        if self.port25_lifted is not None:
+            lift = self.port25_lifted
+            return OutboundRoute("port25", f"direct on port 25 (lifted {lift.lifted_on.isoformat()}, AWS case {lift.case})",
+                                 self.outbound_probe)
+        return None
 
 
 def _within(name: str, zone: str) -> bool:

@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from mailstack.infra.offline import Evaluation, evaluate, reveal
-from tests.conftest import pulumi_config, stack_values, write_roster
+from tests.conftest import RELAY, pulumi_config, stack_values, write_roster
 from tests.infra.test_phases import EIPS, write_evidence
 
 
@@ -28,7 +28,7 @@ def zone(*sets: tuple[str, str, list[str]]) -> dict:
 
 
 def run(project: Path, phase: str, existing: dict, **overrides) -> Evaluation:
-    config = pulumi_config(stack_values(project / "roster.csv", phase=phase, **overrides))
+    config = pulumi_config(stack_values(project / "roster.csv", phase=phase, **{"relay": RELAY, **overrides}))
     return evaluate(config, project_dir=project, stack="test", lookups={**EIPS, **existing})
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from mailstack.infra.offline import Evaluation, evaluate, reveal
 from mailstack.host.records import SPF_LOOKUP_LIMIT, spf_lookups
-from tests.conftest import pulumi_config, stack_values, write_roster
+from tests.conftest import RELAY, RELAYED, pulumi_config, stack_values, write_roster
 
 IP = "203.0.113.25"
 EIPS = {"aws:ec2/getEips:getEips": {"publicIps": [IP], "allocationIds": ["eipalloc-1"], "id": "x"}}
@@ -32,7 +32,7 @@ def write_evidence(project: Path, **parts) -> None:
     synced = {"at": (now - timedelta(days=1)).isoformat(), "differences": 0, "in_sync": True}
     evidence = {
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": "mail.example.com", "host_ip": IP,
-                         "certificate_sha256": "ab" * 32, "checks": ["all"], "mailboxes": ROSTER},
+                         "certificate_sha256": "ab" * 32, "checks": ["all"], "mailboxes": ROSTER, "outbound": RELAYED},
         "previous_mx_ttl": 3600,
         "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat(),
         "new_mx_first_seen_at": (now - timedelta(days=15)).isoformat(),
@@ -47,7 +47,7 @@ def write_evidence(project: Path, **parts) -> None:
 
 
 def run(project: Path, phase: str, lookups=None, **overrides) -> Evaluation:
-    config = pulumi_config(stack_values(project / "roster.csv", phase=phase, **overrides))
+    config = pulumi_config(stack_values(project / "roster.csv", phase=phase, **{"relay": RELAY, **overrides}))
     return evaluate(config, project_dir=project, stack="test", lookups={**EIPS, **(lookups or {})})
 
 

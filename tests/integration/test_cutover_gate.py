@@ -22,6 +22,8 @@ from mailstack.imap.endpoint import Endpoint
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.imapserver import DovecotImap, User
+from mailstack.local.loopback import LoopbackAddress
+from mailstack.local.sink import SmtpSink
 from mailstack.local.zonefile import reverse_record, reverse_zone
 from mailstack.migration.evidence import load_evidence
 from mailstack.migration.lifecycle import cutover_gate
@@ -35,13 +37,26 @@ from tests.conftest import PROJECT, require_imap_servers, require_root_and_packa
 pytestmark = pytest.mark.integration
 
 ADDRESS, OLD, NS, CLOSED = "127.0.12.31", "127.0.12.32", "127.0.12.54", "127.0.12.40"
+RELAY_ADDRESS = "127.0.40.4"  # an SMTP sink standing in for the stack's relay
 HOST = "mail.example.com"
 SEED = "cutover-seed-" + "x" * 35
 USERS = [f"user{n}@example.com" for n in range(3)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def relay():
+    """The stack's relay, as an SMTP sink on loopback."""
+    address = LoopbackAddress(RELAY_ADDRESS)
+    address.add()
+    try:
+        with SmtpSink(RELAY_ADDRESS, 25) as sink:
+            yield sink
+    finally:
+        address.remove()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, relay):
     """A project whose stack is the running host, its zone in Knot, and the old server already synced to it."""
     require_imap_servers()
     require_root_and_packages()
@@ -57,6 +72,8 @@ def world(tmp_path_factory):
   mailstack:host: {{name: {HOST}}}
   mailstack:old_server: {{host: mail.example.net, ip: 192.0.2.25, imap: "imap://{OLD}:143"}}
   mailstack:roster: stacks/mailboxes/t.csv
+  mailstack:relay: {{host: smtp.relay.example.net, port: 587}}
+  mailstack:outbound_probe: probe@partner.example
 """)
     settings = load_stack_file("t", project).settings
     roster = load_roster(project / "stacks/mailboxes/t.csv", domains=settings.domains)
@@ -64,7 +81,8 @@ def world(tmp_path_factory):
     public = subprocess.run(["openssl", "pkey", "-pubout"], input=key, capture_output=True, text=True, check=True).stdout
     old = DovecotImap(OLD, [User(a.split("@")[0], f"old-{n}") for n, a in enumerate(USERS)], separator=".",
                       prefix="INBOX.")
-    with old, local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=key) as host, \
+    with old, local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=key,
+                            relayhost=f"[{RELAY_ADDRESS}]:25") as host, \
             AuthoritativeDns(NS, [settings.zone, reverse_zone(ADDRESS)]) as dns:
         dns.serve(desired_records(settings, ip=ADDRESS, dkim=Dkim("mail", dkim_value(public)))
                   + [reverse_record(ADDRESS, HOST)])
@@ -142,6 +160,25 @@ def test_a_verification_comparing_every_roster_mailbox_opens_the_cutover(world, 
     assert done.exit_code == 0, done.output
     assert "3 mailboxes, 6 folders" in done.output
     assert gate(world).allowed, gate(world).reasons
+    proof = load_evidence(world[0] / "stacks/evidence/t.json").verification.outbound
+    assert (proof.route, proof.summary, proof.probe, proof.action) == (
+        "relay", "relay smtp.relay.example.net:587", "probe@partner.example", "relayed")
+
+
+def test_a_relay_refusing_the_probe_fails_verify_and_the_cutover_stays_refused(world, relay, tmp_path, monkeypatch):
+    every = accounts_file(tmp_path / "a.csv", world[4])
+    relay.refuse_with = "554 5.7.1 Sending suspended for this account"
+    try:
+        done = verify_record(world, tmp_path, monkeypatch, "--accounts", str(every), "--json")
+    finally:
+        relay.refuse_with = None
+    assert done.exit_code == 3, done.output
+    results = {r["check"]: r for r in json.loads(done.stdout)["results"]}
+    assert results["outbound mail"]["status"] == "error"
+    assert "Sending suspended for this account" in results["outbound mail"]["detail"]
+    assert [r for r in results.values() if r["status"] == "error"] == [results["outbound mail"]]
+    assert gate(world).reasons[0] == (
+        "no verification evidence: run mailstack verify -s ENV --record against mail.example.com first")
 
 
 # ------------------------------------------------------------------ probes that could not run

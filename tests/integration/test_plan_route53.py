@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mailstack.cli import app
-from tests.conftest import PROJECT, moto_server, route53_value, write_roster
+from tests.conftest import PROJECT, RELAY, RELAYED, moto_server, route53_value, write_roster
 
 pytestmark = pytest.mark.integration
 ADDRESS = "127.0.13.1"  # this file's loopback address (inside 127.0.0.0/8, which lo carries: nothing to add)
@@ -57,6 +57,7 @@ def project(tmp_path, monkeypatch) -> Path:
         "mailstack:host": {"name": HOST},
         "mailstack:old_server": {"host": OLD, "ip": "192.0.2.25", "imap": f"imaps://{OLD}:993"},
         "mailstack:roster": "stacks/mailboxes/test.csv",
+        "mailstack:relay": RELAY,
     }
     (project / "stacks" / "Pulumi.test.yaml").write_text(yaml.safe_dump({"config": config}))
     monkeypatch.chdir(project)
@@ -231,14 +232,14 @@ def test_txt_values_over_255_characters_compare_by_their_joined_text(aws, projec
 
 
 def write_evidence(project: Path, address: str) -> None:
-    """Evidence that lets the cutover through: a fresh verification of the host that compared every roster mailbox,
-    the lowered TTL served long enough."""
+    """Evidence that lets the cutover through: a fresh verification of the host that compared every roster mailbox
+    and saw mail leave by the stack's relay, the lowered TTL served long enough."""
     now = datetime.now(timezone.utc)
     (project / "stacks" / "evidence").mkdir(exist_ok=True)
     (project / "stacks" / "evidence" / "test.json").write_text(json.dumps({
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": HOST, "host_ip": address,
                          "certificate_sha256": "ab" * 32, "checks": ["all"],
-                         "mailboxes": [f"user{n}@example.com" for n in range(3)]},
+                         "mailboxes": [f"user{n}@example.com" for n in range(3)], "outbound": RELAYED},
         "previous_mx_ttl": 3600, "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat()}))
 
 

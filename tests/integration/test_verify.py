@@ -1,4 +1,5 @@
-"""`mailstack verify` against the real host (Postfix, Dovecot, OpenDKIM) and real DNS (Knot), failures injected for real."""
+"""`mailstack verify` against the real host (Postfix, Dovecot, OpenDKIM), real DNS (Knot) and an SMTP sink standing in
+for its relay, failures injected for real."""
 
 from __future__ import annotations
 
@@ -17,20 +18,23 @@ from typer.testing import CliRunner
 from mailstack.cli import app
 from mailstack.checks import Status, Target, run_checks
 from mailstack.checks.dns import dns_checks
+from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK, outbound_check
 from mailstack.checks.service import SERVICE_CHECKS, judge_certificate, tls_floor
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.loopback import LoopbackAddress
+from mailstack.local.sink import SmtpSink
 from mailstack.stack.passwords import initial_password
 from mailstack.host.records import Dkim, desired_records, dkim_value
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
 from mailstack.local.zonefile import reverse_record, reverse_zone
-from tests.conftest import PROJECT, require_root_and_packages, require_tool, stack_values, write_roster
+from tests.conftest import PROJECT, RELAY, require_root_and_packages, require_tool, stack_values, write_roster
 
 pytestmark = pytest.mark.integration
 
 ADDRESS, DNS_ADDRESS, PERMISSIVE_ADDRESS = "127.0.3.21", "127.0.5.21", "127.0.3.22"
+RELAY_ADDRESS = "127.0.40.3"  # an SMTP sink standing in for the dev stack's relay
 SEED = "verify-seed-" + "x" * 36
 USER = "user1@example.com"
 
@@ -47,10 +51,22 @@ def dkim_key():
 
 
 @pytest.fixture(scope="module")
-def mail_host(tmp_path_factory, settings, dkim_key):
+def relay():
+    address = LoopbackAddress(RELAY_ADDRESS)
+    address.add()
+    try:
+        with SmtpSink(RELAY_ADDRESS, 25) as sink:
+            yield sink
+    finally:
+        address.remove()
+
+
+@pytest.fixture(scope="module")
+def mail_host(tmp_path_factory, settings, dkim_key, relay):
     require_root_and_packages()
     roster = load_roster(write_roster(tmp_path_factory.mktemp("r") / "r.csv", 3, generate_every=1), domains=settings.domains)
-    with local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=dkim_key) as host:
+    with local.running(settings, roster, address=ADDRESS, password_seed=SEED, dkim_private_key=dkim_key,
+                       relayhost=f"[{RELAY_ADDRESS}]:25") as host:
         yield host
 
 
@@ -111,6 +127,10 @@ def test_verify_record_writes_evidence_of_this_host_on_success(target, mail_host
     assert evidence["host_name"] == "mail.example.com" and evidence["host_ip"] == ADDRESS
     assert evidence["certificate_sha256"] == hashlib.sha256(der).hexdigest()
     assert datetime.fromisoformat(evidence["at"]) > datetime.now(timezone.utc) - timedelta(minutes=2)
+    # The dev stack's relay (the sink stands in for it) took the outbound probe: the proof the cutover gate asks for.
+    assert evidence["outbound"] == {"route": "relay", "summary": "relay relay.example.net:587",
+                                    "probe": "outbound-probe@example.net", "action": "relayed",
+                                    "remote_mta": RELAY_ADDRESS}
 
     (tmp_path / "pw").write_text("wrong password\n")
     (project / "stacks/evidence/t.json").unlink()
@@ -119,6 +139,50 @@ def test_verify_record_writes_evidence_of_this_host_on_success(target, mail_host
         "--cafile", target.cafile, "--dns-server", target.dns_server, "--record"])
     assert failed.exit_code == 3 and "no evidence written" in failed.output
     assert not (project / "stacks/evidence/t.json").exists()
+
+
+# ------------------------------------------------------------- outbound mail
+# The probe's fate is read from the delivery report the host's own Postfix returns: relayed (the relay took it),
+# failed (the relay refused it), or none at all (the relay is down: the probe waits in the queue).
+
+PROBE = "probe@partner.example"
+
+
+@pytest.fixture(scope="module")
+def route():
+    """The way out a stack declaring a relay has (the host's Postfix relays to the sink standing in for it)."""
+    return settings_from_values(stack_values("r.csv", relay=RELAY, outbound_probe=PROBE), source="t").outbound
+
+
+def test_a_probe_the_relay_takes_passes_with_the_relay_named(route, relay, target):
+    (result,) = outbound_check(route, PROBE, wait=20)(target)
+    assert result.check == OUTBOUND_CHECK and result.status is Status.OK, result
+    assert "relayed to" in result.detail and RELAY_ADDRESS in result.detail
+    assert result.facts["outbound"]["route"] == "relay" and result.facts["outbound"]["probe"] == PROBE
+    received = relay.wait_for(lambda m: PROBE in m.recipients, timeout=5)
+    assert b"X-Mailstack-Probe:" in received.data
+
+
+def test_a_probe_the_relay_refuses_fails_with_its_answer(route, relay, target):
+    relay.refuse_with = "554 5.7.1 Message rejected: Email address is not verified"
+    try:
+        (result,) = outbound_check(route, PROBE, wait=20)(target)
+    finally:
+        relay.refuse_with = None
+    assert result.status is Status.ERROR
+    assert "did not leave: failed 5.7.1" in result.detail and "Email address is not verified" in result.detail
+    assert "mailstack:relay" in result.remedy
+
+
+def test_a_relay_that_is_down_is_an_error_never_a_pass(route, relay, target):
+    relay.stop()
+    try:
+        (result,) = outbound_check(route, PROBE, wait=4)(target)
+    finally:
+        relay.start()
+    assert result.status is Status.ERROR
+    assert result.detail.startswith(f"no delivery report for the probe to {PROBE} within 4 s")
+    assert "waiting in the host's queue" in result.remedy and "relay smtp.relay.example.net:587" in result.remedy
 
 
 # ------------------------------------------------------------- injected failures

@@ -42,7 +42,11 @@ def verified(project, address: str, env: str = "dev", host: str = "mail-dev.exam
         "verification": {"at": (now - timedelta(hours=1)).isoformat(), "host_name": host, "host_ip": address,
                          "certificate_sha256": "ab" * 32, "checks": ["all"],
                          "mailboxes": ["taro.yamada@example.com", "hanako.sato@example.com", "postmaster@example.com",
-                                       "ops@example.com"]},
+                                       "ops@example.com"],
+                         # dev's declared relay took verify's probe
+                         "outbound": {"route": "relay", "summary": "relay relay.example.net:587",
+                                      "probe": "outbound-probe@example.net", "action": "relayed",
+                                      "remote_mta": "relay.example.net"}},
         "previous_mx_ttl": 3600, "lowered_ttl_seen_at": (now - timedelta(hours=2)).isoformat()}))
 
 
@@ -61,6 +65,8 @@ def test_offline_cutover_plan_uses_the_address_recorded_in_the_evidence(project)
     host = next(c for c in planned["changes"] if (c["name"], c["type"]) == ("mail-dev.example.com", "A"))
     assert host["after"]["values"] == ["198.51.100.44"] and host["stand_in"] is None
     assert planned["gate_refusals"] == []
+    assert ("outgoing mail: relay relay.example.net:587; verified: a probe to outbound-probe@example.net was "
+            "relayed by relay.example.net") in planned["notes"]
     mx = next(c for c in planned["changes"] if c["type"] == "MX")
     assert mx["after"]["values"] == ["10 mail-dev.example.com."]
 

@@ -6,10 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mailstack.migration.evidence import Evidence, MailboxSync, OldServerCheck, Rollback, Verification
+from mailstack.migration.evidence import (
+    Evidence, MailboxSync, OldServerCheck, OutboundProof, Rollback, Verification,
+)
 from mailstack.migration.lifecycle import cutover_gate, decommission_gate, next_step, phase_gate
 from mailstack.stack.settings import settings_from_values
-from tests.conftest import stack_values
+from tests.conftest import RELAY, RELAYED, stack_values
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 HOST = "mail.example.com"
@@ -27,14 +29,15 @@ def watched(at, newest=None, *, only=ROSTER) -> dict:
 
 
 def settings(**overrides):
-    return settings_from_values(stack_values("r.csv", **overrides), source="t")
+    """The test stack, relaying outgoing mail through :data:`RELAY` unless ``overrides`` say otherwise."""
+    return settings_from_values(stack_values("r.csv", **{"relay": RELAY, **overrides}), source="t")
 
 
 def ready_for_cutover(**changes) -> Evidence:
     evidence = Evidence(
         verification=Verification(at=NOW - timedelta(hours=2), host_name=HOST, host_ip=IP,
                                   certificate_sha256="ab" * 32, checks=["ports", "tls", "delivery"],
-                                  mailboxes=list(ROSTER)),
+                                  mailboxes=list(ROSTER), outbound=OutboundProof(**RELAYED)),
         previous_mx_ttl=86400,
         lowered_ttl_seen_at=NOW - timedelta(hours=25),
     )

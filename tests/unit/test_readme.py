@@ -24,7 +24,7 @@ def setting_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 
 def test_readme_documents_every_setting_and_no_other():
     readme = (PROJECT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `mailstack:([a-z_.]+)` \|", readme, re.M))
+    documented = set(re.findall(r"^\| `mailstack:([a-z0-9_.]+)` \|", readme, re.M))
     assert documented == setting_keys(Settings) | set(SECRET_KEYS)
 
 

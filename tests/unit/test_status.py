@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from mailstack.migration.evidence import Evidence, MailboxSync, Verification
+from mailstack.migration.evidence import Evidence, MailboxSync, OutboundProof, Verification
 from mailstack.migration.lifecycle import cutover_gate
 from mailstack.stack.settings import settings_from_values
 from mailstack.migration.status import MailboxActivity, MxAnswer, assess, propagation
-from tests.conftest import stack_values
+from tests.conftest import RELAY, RELAYED, stack_values
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 NEW, OLD = "mail.example.com", "mail.example.net"
-SETTINGS = settings_from_values(stack_values("r.csv"), source="t")
+SETTINGS = settings_from_values(stack_values("r.csv", relay=RELAY), source="t")
 ROSTER = ("taro@example.com", "hanako@example.com")
 
 
@@ -35,7 +35,7 @@ def test_a_whole_migration_moves_the_evidence_and_the_gates():
     assert r.evidence.lowered_ttl_seen_at == day(0.1)
     verified = r.evidence.model_copy(update={"verification": Verification(
         at=day(1.1), host_name=NEW, host_ip="203.0.113.25", certificate_sha256="ab" * 32, checks=["all"],
-        mailboxes=list(ROSTER))})
+        mailboxes=list(ROSTER), outbound=OutboundProof(**RELAYED))})
     assert not cutover_gate(SETTINGS, verified, day(0.5), host_name=NEW, host_ip="203.0.113.25", roster=ROSTER).allowed
     assert cutover_gate(SETTINGS, verified, day(1.2), host_name=NEW, host_ip="203.0.113.25", roster=ROSTER).allowed
 
