@@ -101,56 +101,107 @@ def tag_of(parts: list[bytes]) -> str:
     return parts[0].split(b" ", 1)[0].decode("ascii", "replace")
 
 
+# The tokens of a text part in one pass: "(", ")", a closed quoted string (its escapes whole), or an atom that
+# ends where an atom ends (space, parenthesis, end of text), its [...] sections whole when they hold no bracket.
+# Split by it, a well-formed part leaves only spaces between its tokens; anything else there (an unclosed quote,
+# brackets the pattern cannot pair, a literal's "{" not where a literal may be) sends the part to _walk_part.
+_TOKENS = re.compile(rb'([()]|"[^"\\]*(?:\\[\s\S][^"\\]*)*"'
+                     rb'|(?:[^ ()\[\]"{]|\[[^\[\]]*\])[^ ()\[\]]*(?:\[[^\[\]]*\][^ ()\[\]]*)*)')
+_ESCAPED = re.compile(rb"\\([\s\S])")
+
+
 def parse_tokens(parts: list[bytes], skip: int = 0) -> list[Token]:
-    """Parse response parts (text, literal, text, ...) into nested tokens."""
+    """Parse response parts (text, literal, text, ...) into nested tokens.
+
+    A literal counts where its ``{n}`` ends a text part; a ``)`` with no list open is ignored; a quoted string
+    not closed runs to the end of its text part; an atom's ``[...]`` may hold spaces and parentheses (brackets
+    counted); ``NIL`` in any case is None.
+    """
     root: list[Token] = []
     stack = [root]
     for index in range(0, len(parts), 2):
         text = parts[index]
         literal = parts[index + 1] if index + 1 < len(parts) else None
-        i = skip if index == 0 else 0
-        n = len(text)
-        while i < n:
-            c = text[i]
-            if c == 0x20:
-                i += 1
-            elif c == 0x28:  # (
+        start = skip if index == 0 else 0
+        at_literal = text.rfind(b"{") if literal is not None and text.endswith(b"}") else -1
+        if at_literal < start:
+            end = len(text)  # no literal, or one before where reading starts
+        elif at_literal == start or text[at_literal - 1] in b" ()":
+            end = at_literal  # its "{" starts a token: the tokens up to it, then the literal
+        else:
+            end = -1  # its "{" may be inside a token
+        pieces = _TOKENS.split(text[start:end]) if end >= 0 else None
+        if pieces is None or b"".join(pieces[0::2]).strip(b" "):
+            _walk_part(text, start, literal, stack)
+            continue
+        top = stack[-1]
+        for token in pieces[1::2]:
+            first = token[0]
+            if first == 0x28:  # (
                 new: list[Token] = []
-                stack[-1].append(new)
+                top.append(new)
                 stack.append(new)
-                i += 1
-            elif c == 0x29:  # )
+                top = new
+            elif first == 0x29:  # )
                 if len(stack) > 1:
                     stack.pop()
-                i += 1
-            elif c == 0x22:  # "
-                i += 1
-                out = bytearray()
-                while i < n and text[i] != 0x22:
-                    if text[i] == 0x5C and i + 1 < n:
-                        i += 1
-                    out.append(text[i])
-                    i += 1
-                i += 1
-                stack[-1].append(out.decode("utf-8", "surrogateescape"))
-            elif c == 0x7B and literal is not None and text.endswith(b"}") and text.rfind(b"{") == i:
-                stack[-1].append(literal)
-                i = n
+                    top = stack[-1]
+            elif first == 0x22:  # "
+                token = token[1:-1]
+                if b"\\" in token:
+                    token = _ESCAPED.sub(rb"\1", token)
+                top.append(token.decode("utf-8", "surrogateescape"))
             else:
-                start = i
-                depth = 0
-                while i < n:
-                    c = text[i]
-                    if c == 0x5B:
-                        depth += 1
-                    elif c == 0x5D:
-                        depth -= 1
-                    elif depth <= 0 and c in _ATOM_END:
-                        break
-                    i += 1
-                atom = text[start:i].decode("utf-8", "surrogateescape")
-                stack[-1].append(None if atom.upper() == "NIL" else atom)
+                atom = token.decode("utf-8", "surrogateescape")
+                top.append(None if len(atom) <= 3 and atom.upper() == "NIL" else atom)  # upper() never shortens
+        if end == at_literal:
+            top.append(literal)
     return root
+
+
+def _walk_part(text: bytes, i: int, literal: bytes | None, stack: list[list[Token]]) -> None:
+    """One text part (from ``i``) read byte by byte, as the grammar reads it: for parts _TOKENS cannot split."""
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == 0x20:
+            i += 1
+        elif c == 0x28:  # (
+            new: list[Token] = []
+            stack[-1].append(new)
+            stack.append(new)
+            i += 1
+        elif c == 0x29:  # )
+            if len(stack) > 1:
+                stack.pop()
+            i += 1
+        elif c == 0x22:  # "
+            i += 1
+            out = bytearray()
+            while i < n and text[i] != 0x22:
+                if text[i] == 0x5C and i + 1 < n:
+                    i += 1
+                out.append(text[i])
+                i += 1
+            i += 1
+            stack[-1].append(out.decode("utf-8", "surrogateescape"))
+        elif c == 0x7B and literal is not None and text.endswith(b"}") and text.rfind(b"{") == i:
+            stack[-1].append(literal)
+            i = n
+        else:
+            start = i
+            depth = 0
+            while i < n:
+                c = text[i]
+                if c == 0x5B:
+                    depth += 1
+                elif c == 0x5D:
+                    depth -= 1
+                elif depth <= 0 and c in _ATOM_END:
+                    break
+                i += 1
+            atom = text[start:i].decode("utf-8", "surrogateescape")
+            stack[-1].append(None if atom.upper() == "NIL" else atom)
 
 
 def fetch_items(tokens: list[Token]) -> dict[str, Token]:
