@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Union
 
@@ -253,7 +254,13 @@ def flag(value: Token) -> str | None:
     RFC 3501 allows other ``\\``-flags as extensions, but no server sets them
     on messages: one is more likely an attack than a flag, and is dropped.
     """
-    if not isinstance(value, str) or not value or len(value) > MAX_FLAG_LENGTH:
+    return _flag_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=1024)
+def _flag_text(value: str) -> str | None:
+    """:func:`flag` of a string; a mailbox uses few flags, each on many messages: kept."""
+    if not value or len(value) > MAX_FLAG_LENGTH:
         return None
     if value.startswith("\\"):
         return _KNOWN_SYSTEM_FLAGS.get(value.lower())
@@ -332,25 +339,31 @@ _DATE_TIME = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}
 def parse_internaldate(value: str) -> datetime | None:
     """INTERNALDATE ``17-Jul-1996 02:44:25 -0700`` (RFC 3501 date-time) with its zone; None when it is not one."""
     match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not match or match[2].title() not in _MONTHS:
+    month = _MONTHS.get(match[2].title()) if match else None
+    if month is None:
         return None
-    day, month, year, hour, minute, second = (int(match[1]), _MONTHS[match[2].title()], int(match[3]),
-                                              int(match[4]), int(match[5]), int(match[6]))
-    offset = timedelta(hours=int(match[8]), minutes=int(match[9])) * (-1 if match[7] == "-" else 1)
     try:
-        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+        moment = datetime(int(match[3]), month, int(match[1]), int(match[4]), int(match[5]), int(match[6]),
+                          tzinfo=_zone(match[7], match[8], match[9]))
         moment.timestamp()  # a date at the edge of the calendar may not convert
     except (ValueError, OverflowError):
         return None
     return moment
 
 
+@lru_cache(maxsize=64)
+def _zone(sign: str, hours: str, minutes: str) -> timezone:
+    """The zone of ``+0930``; ValueError when it is none (24 hours or more). A mailbox has few: kept."""
+    return timezone(timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1))
+
+
 def format_internaldate(moment: datetime) -> str:
     """A date for APPEND: ``14-Nov-2023 22:13:20 +0000`` (English month names whatever the locale)."""
-    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() is not None else 0
+    utcoffset = moment.utcoffset()
+    offset = int(utcoffset.total_seconds() // 60) if utcoffset is not None else 0
     sign = "-" if offset < 0 else "+"
-    return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} {moment:%H:%M:%S} "
-            f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
+    return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} "
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
 
 
 def internaldate(value: Token) -> str:
