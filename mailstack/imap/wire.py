@@ -106,8 +106,11 @@ def tag_of(parts: list[bytes]) -> str:
 # ends where an atom ends (space, parenthesis, end of text), its [...] sections whole when they hold no bracket.
 # Split by it, a well-formed part leaves only spaces between its tokens; anything else there (an unclosed quote,
 # brackets the pattern cannot pair, a literal's "{" not where a literal may be) sends the part to _walk_part.
-_TOKENS = re.compile(rb'([()]|"[^"\\]*(?:\\[\s\S][^"\\]*)*"'
-                     rb'|(?:[^ ()\[\]"{]|\[[^\[\]]*\])[^ ()\[\]]*(?:\[[^\[\]]*\][^ ()\[\]]*)*)')
+# It splits the decoded text: every place it cuts is an ASCII character, where UTF-8 decoding (surrogateescape
+# too) cuts alike, so each token is what decoding its own bytes gives. Escapes are undone on the bytes: a
+# backslash may stand between the bytes of one character.
+_TOKENS = re.compile(r'([()]|"[^"\\]*(?:\\[\s\S][^"\\]*)*"'
+                     r'|(?:[^ ()\[\]"{]|\[[^\[\]]*\])[^ ()\[\]]*(?:\[[^\[\]]*\][^ ()\[\]]*)*)')
 _ESCAPED = re.compile(rb"\\([\s\S])")
 
 
@@ -131,33 +134,35 @@ def parse_tokens(parts: list[bytes], skip: int = 0) -> list[Token]:
             end = at_literal  # its "{" starts a token: the tokens up to it, then the literal
         else:
             end = -1  # its "{" may be inside a token
-        pieces = _TOKENS.split(text[start:end]) if end >= 0 else None
-        if pieces is None or b"".join(pieces[0::2]).strip(b" "):
+        pieces = _TOKENS.split(text[start:end].decode("utf-8", "surrogateescape")) if end >= 0 else None
+        if pieces is None or "".join(pieces[0::2]).strip(" "):
             _walk_part(text, start, literal, stack)
             continue
         top = stack[-1]
         for token in pieces[1::2]:
-            first = token[0]
-            if first == 0x28:  # (
+            if token == "(":
                 new: list[Token] = []
                 top.append(new)
                 stack.append(new)
                 top = new
-            elif first == 0x29:  # )
+            elif token == ")":
                 if len(stack) > 1:
                     stack.pop()
                     top = stack[-1]
-            elif first == 0x22:  # "
+            elif token[0] == '"':
                 token = token[1:-1]
-                if b"\\" in token:
-                    token = _ESCAPED.sub(rb"\1", token)
-                top.append(token.decode("utf-8", "surrogateescape"))
+                top.append(_unescaped(token) if "\\" in token else token)
             else:
-                atom = token.decode("utf-8", "surrogateescape")
-                top.append(None if len(atom) <= 3 and atom.upper() == "NIL" else atom)  # upper() never shortens
+                top.append(None if len(token) <= 3 and token.upper() == "NIL" else token)  # upper() never shortens
         if end == at_literal:
             top.append(literal)
     return root
+
+
+def _unescaped(quoted: str) -> str:
+    """A quoted string's text without its escapes (``\\"`` is ``"``), undone on its bytes."""
+    raw = quoted.encode("utf-8", "surrogateescape")  # the bytes it was decoded from, exactly
+    return _ESCAPED.sub(rb"\1", raw).decode("utf-8", "surrogateescape")
 
 
 def _walk_part(text: bytes, i: int, literal: bytes | None, stack: list[list[Token]]) -> None:

@@ -178,7 +178,7 @@ def test_valid_responses_split_at_random_give_the_reference_tokens(stream_respon
 # ---------------------------------------------------------------- anything at all: the same tokens, or the same error
 
 
-SOUP = [b" ", b"  ", b"(", b")", b"[", b"]", b"{", b"}", b"{3}", b"{0+}", b"~{2}", b'"', b"\\", b'\\"', b"NIL",
+SOUP = [b"\xc3", b"\xa9", b"\xe6\x97", b"\xa5", b"\xf0\x9f\x98", b"\x80", b"\xed\xa0\x80", b"\xff", b" ", b"  ", b"(", b")", b"[", b"]", b"{", b"}", b"{3}", b"{0+}", b"~{2}", b'"', b"\\", b'\\"', b"NIL",
         b"nil", b"n\xc4\xb1l", b"a", b"BODY[", b"0", b"\r", b"\n", b"\x80", b"\xc3\xa9", b"\x00", b"\t"]
 
 texts = st.lists(st.sampled_from(SOUP), max_size=25).map(b"".join)
@@ -212,6 +212,10 @@ def test_malformed_examples_give_these_tokens():
     assert parse_tokens([b"~{3}", b"abc", b""]) == ["~{3}"]
     assert parse_tokens([b"a]b[c d) e[[f]g]h i j[[k] l"]) == ["a]b[c", "d", "e[[f]g]h", "i", "j[[k] l"]
     assert parse_tokens([b"))) (a (b NIL n\xc4\xb1l"]) == [["a", ["b", None, None]]]
+
+
+def test_escapes_are_undone_on_the_bytes_even_between_those_of_one_character():
+    assert parse_tokens([b'"\\\xc2\\\x80" "caf\xc3\xa9 \\"x\\"" "\xff\\\xfe"']) == ["\x80", 'café "x"', "\udcff\udcfe"]
 
 
 @pytest.mark.parametrize("text", [b"a[b]" * 25_000 + b"[", b"[" * 100_000, b'"' + b"\\" * 100_000, b"] " * 50_000,
