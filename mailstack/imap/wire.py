@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Iterable, Union
 
 Token = Union[str, bytes, None, list]
@@ -368,7 +368,8 @@ def format_internaldate(moment: datetime) -> str:
     offset = int(utcoffset.total_seconds() // 60) if utcoffset is not None else 0
     sign = "-" if offset < 0 else "+"
     return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} "
-            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
+            f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
 
 
 def internaldate(value: Token) -> str:

@@ -11,7 +11,8 @@ from mailstack.imap.wire import format_internaldate, internaldate, parse_interna
 
 moments = st.builds(
     lambda when, minutes: when.replace(tzinfo=timezone(timedelta(minutes=minutes))),
-    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)).map(lambda d: d.replace(microsecond=0)),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)).map(
+        lambda d: d.replace(microsecond=0)),
     st.integers(-(24 * 60 - 1), 24 * 60 - 1),
 )
 

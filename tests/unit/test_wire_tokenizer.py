@@ -178,8 +178,9 @@ def test_valid_responses_split_at_random_give_the_reference_tokens(stream_respon
 # ---------------------------------------------------------------- anything at all: the same tokens, or the same error
 
 
-SOUP = [b"\xc3", b"\xa9", b"\xe6\x97", b"\xa5", b"\xf0\x9f\x98", b"\x80", b"\xed\xa0\x80", b"\xff", b" ", b"  ", b"(", b")", b"[", b"]", b"{", b"}", b"{3}", b"{0+}", b"~{2}", b'"', b"\\", b'\\"', b"NIL",
-        b"nil", b"n\xc4\xb1l", b"a", b"BODY[", b"0", b"\r", b"\n", b"\x80", b"\xc3\xa9", b"\x00", b"\t"]
+SOUP = [b" ", b"  ", b"(", b")", b"[", b"]", b"{", b"}", b"{3}", b"{0+}", b"~{2}", b'"', b"\\", b'\\"', b"NIL",
+        b"nil", b"n\xc4\xb1l", b"a", b"BODY[", b"0", b"\r", b"\n", b"\x00", b"\t",
+        b"\xc3\xa9", b"\xc3", b"\xa9", b"\xe6\x97", b"\xa5", b"\xf0\x9f\x98", b"\x80", b"\xed\xa0\x80", b"\xff"]
 
 texts = st.lists(st.sampled_from(SOUP), max_size=25).map(b"".join)
 
