@@ -344,7 +344,12 @@ _DATE_TIME = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}
 def parse_internaldate(value: str) -> datetime | None:
     """INTERNALDATE ``17-Jul-1996 02:44:25 -0700`` (RFC 3501 date-time) with its zone; None when it is not one."""
     match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
-    month = _MONTHS.get(match[2].title()) if match else None
+    return _moment(match) if match else None
+
+
+def _moment(match: re.Match) -> datetime | None:
+    """The moment a :data:`_DATE_TIME` match names; None when there is none (31-Feb, 25:00, +2400)."""
+    month = _MONTHS.get(match[2].title())
     if month is None:
         return None
     try:
@@ -374,8 +379,18 @@ def format_internaldate(moment: datetime) -> str:
 
 def internaldate(value: Token) -> str:
     """A server's INTERNALDATE in the form this client sends back; "" when it is not a date."""
-    moment = parse_internaldate(value) if isinstance(value, str) else None
-    return format_internaldate(moment) if moment else ""
+    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    moment = _moment(match) if match else None
+    if moment is None:
+        return ""
+    return match[0] if _written_as_sent(match) else format_internaldate(moment)
+
+
+def _written_as_sent(match: re.Match) -> bool:
+    """Whether a date's text is what :func:`format_internaldate` writes for it (as most servers write it): the day
+    in two digits, the month spelled as in _MONTH_NAMES, zone minutes under 60, and no ``-0000``."""
+    return (len(match[1]) == 2 and match[2] in _MONTHS and match[9] < "60"
+            and not (match[7] == "-" and match[8] == match[9] == "00"))
 
 
 def internaldate_epoch(value: str) -> int:
@@ -388,10 +403,10 @@ def internaldate_epoch(value: str) -> int:
 
 def date_time(value: str) -> bytes:
     """The one writer of APPEND dates: checked to be a date, quoted; ValueError otherwise."""
-    moment = parse_internaldate(value)
-    if moment is None:
+    text = internaldate(value)
+    if not text:
         raise ValueError(f"{printable(str(value))!r} is not an IMAP date-time")
-    return quote(format_internaldate(moment))
+    return quote(text)
 
 
 def imap_date(day) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack.imap.wire import format_internaldate, internaldate, parse_internaldate
+from mailstack.imap.wire import date_time, format_internaldate, internaldate, parse_internaldate
 
 moments = st.builds(
     lambda when, minutes: when.replace(tzinfo=timezone(timedelta(minutes=minutes))),
@@ -29,3 +29,6 @@ def test_spellings_of_one_date_come_back_in_one_form():
         assert internaldate(spelling) in ("07-Jul-1996 02:44:25 +0000", "06-Jul-1996 23:44:25 -0300")
     assert internaldate("7-jul-1996 02:44:25 -0000") == "07-Jul-1996 02:44:25 +0000"
     assert internaldate("07-Jul-1996 02:44:25 +0075") == "07-Jul-1996 02:44:25 +0115"
+    assert internaldate("07-Jul-1996 02:44:25 -0060") == "07-Jul-1996 02:44:25 -0100"
+    assert internaldate("07-Jul-1996 02:44:25 +0000") == "07-Jul-1996 02:44:25 +0000"
+    assert date_time(" 7-jul-1996 02:44:25 -0000") == b'"07-Jul-1996 02:44:25 +0000"'
