@@ -2,7 +2,9 @@
 
 Tokenizes realistic FETCH responses as the client hands them over (text, literal, text): a listing line
 (UID, FLAGS, RFC822.SIZE, INTERNALDATE) and a message (UID, FLAGS, INTERNALDATE, BODY[] literal), each the way
-Dovecot writes it; prints microseconds per response for both tokenizers, and checks they agree.
+Dovecot writes it; prints microseconds per response for both tokenizers, and checks they agree. Then the
+client's whole response path without a server: the same responses fed to a connection from memory, listed
+(list_messages) and fetched (fetch_messages), CPU per message.
 
     .venv/bin/python bench/wire_bench.py [--responses 100000]
 """
@@ -10,6 +12,7 @@ Dovecot writes it; prints microseconds per response for both tokenizers, and che
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import sys
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from mailstack.imap.client import ImapConnection  # noqa: E402
 from mailstack.imap.wire import classify, fetch_items, parse_tokens  # noqa: E402
 from tests.unit.test_wire_tokenizer import reference_parse_tokens  # noqa: E402
 
@@ -52,6 +56,52 @@ def per_response(tokenize, responses: list[tuple[list[bytes], int]]) -> float:
     return best / len(responses) * 1e6
 
 
+class _Nowhere:
+    """The connection's writer: the server's answers are fed to its reader instead."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def client_path(responses: dict[str, list[list[bytes]]]) -> float:
+    """CPU seconds for one connection to list, then fetch, every message of ``responses`` (best of three)."""
+    listing, message = responses.values()
+    streams = (b"".join(parts[0] + b"\r\n" for parts in listing) + b"M1 OK done\r\n",
+               b"".join(parts[0] + b"\r\n" + parts[1] + parts[2] + b"\r\n" for parts in message) + b"M1 OK done\r\n")
+
+    async def connection(stream: bytes) -> ImapConnection:
+        reader = asyncio.StreamReader(limit=1 << 24)
+
+        async def server() -> None:  # as a socket hands it over: 64 KB at a time
+            for start in range(0, len(stream), 65536):
+                reader.feed_data(stream[start:start + 65536])
+                await asyncio.sleep(0)
+
+        asyncio.get_running_loop().create_task(server())
+        opened = ImapConnection(reader, _Nowhere(), "bench", timeout=60)
+        opened.selected = "INBOX"
+        return opened
+
+    async def run() -> None:
+        listed = await (await connection(streams[0])).list_messages(start=1, details=True)
+        fetching = await connection(streams[1])
+        fetched = await fetching.fetch_messages(range(1, len(message) + 1), expected_bytes=1 << 40)
+        assert len(listed) == len(fetched) == len(message)
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        asyncio.run(run())
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--responses", type=int, default=100_000, help="of each kind")
@@ -67,6 +117,10 @@ def main() -> int:
         reference = per_response(reference_parse_tokens, prepared)
         fast = per_response(parse_tokens, prepared)
         print(f"{kind:<48} {reference:>8.2f} µs {fast:>10.2f} µs {reference / fast:>8.1f}x")
+    count = min(args.responses, 20_000)
+    cpu = client_path(fetch_responses(count))
+    print(f"client: {count} messages listed then fetched, fed from memory: {cpu:.2f} s CPU, "
+          f"{cpu / count * 1e6:.0f} µs per message")
     return 0
 
 
