@@ -591,9 +591,15 @@ class ImapConnection:
         if answer.bytes > self.limits.max_answer_bytes:
             raise self._misbehaved(answer, f"more than {self.limits.max_answer_bytes} bytes in answer to one command")
 
-    async def _read(self, answer: _Answer, reading):
-        """One read, while the server is not silent for longer than the timeout."""
+    async def _read(self, answer: _Answer, reading, ready: bool):
+        """One read, while the server is not silent for longer than the timeout.
+
+        ``ready`` when what it reads is already buffered: then it cannot wait, and needs no timer (most reads
+        of a long answer are so: the socket hands over many responses at once).
+        """
         try:
+            if ready:
+                return await reading
             async with asyncio.timeout_at(answer.silent_until):
                 return await reading
         except TimeoutError:
@@ -603,12 +609,16 @@ class ImapConnection:
         except asyncio.LimitOverrunError:
             raise self._misbehaved(answer, f"a line longer than {READ_LIMIT} bytes") from None
 
+    def _buffered(self) -> bytes | bytearray:
+        """What the reader holds, read from the socket but not yet by this client (empty when it cannot say)."""
+        return getattr(self._reader, "_buffer", b"")  # asyncio.StreamReader's buffer; it has no public peek
+
     async def _read_parts(self, answer: _Answer | None = None) -> list[bytes]:
         """One response: text and literal parts alternating."""
         answer = answer or self._answer("response")
         parts: list[bytes] = []
         while True:
-            line = await self._read(answer, self._reader.readuntil(b"\r\n"))
+            line = await self._read(answer, self._reader.readuntil(b"\r\n"), b"\r\n" in self._buffered())
             self._took(answer, len(line))
             parts.append(line[:-2])
             match = _LITERAL.search(line) if line.endswith(b"}\r\n") else None
@@ -632,7 +642,7 @@ class ImapConnection:
         pieces: list[bytes] = []
         remaining = size
         while remaining:
-            piece = await self._read(answer, self._reader.read(min(remaining, _CHUNK)))
+            piece = await self._read(answer, self._reader.read(min(remaining, _CHUNK)), bool(self._buffered()))
             if not piece:
                 raise ConnectionLost(f"{self.where}: connection lost")
             self._took(answer, len(piece))

@@ -16,6 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Iterable, Union
 
 Token = Union[str, bytes, None, list]
@@ -101,56 +102,112 @@ def tag_of(parts: list[bytes]) -> str:
     return parts[0].split(b" ", 1)[0].decode("ascii", "replace")
 
 
+# The tokens of a text part in one pass: "(", ")", a closed quoted string (its escapes whole), or an atom that
+# ends where an atom ends (space, parenthesis, end of text), its [...] sections whole when they hold no bracket.
+# Split by it, a well-formed part leaves only spaces between its tokens; anything else there (an unclosed quote,
+# brackets the pattern cannot pair, a literal's "{" not where a literal may be) sends the part to _walk_part.
+# It splits the decoded text: every place it cuts is an ASCII character, where UTF-8 decoding (surrogateescape
+# too) cuts alike, so each token is what decoding its own bytes gives. Escapes are undone on the bytes: a
+# backslash may stand between the bytes of one character.
+_TOKENS = re.compile(r'([()]|"[^"\\]*(?:\\[\s\S][^"\\]*)*"'
+                     r'|(?:[^ ()\[\]"{]|\[[^\[\]]*\])[^ ()\[\]]*(?:\[[^\[\]]*\][^ ()\[\]]*)*)')
+_ESCAPED = re.compile(rb"\\([\s\S])")
+
+
 def parse_tokens(parts: list[bytes], skip: int = 0) -> list[Token]:
-    """Parse response parts (text, literal, text, ...) into nested tokens."""
+    """Parse response parts (text, literal, text, ...) into nested tokens.
+
+    A literal counts where its ``{n}`` ends a text part; a ``)`` with no list open is ignored; a quoted string
+    not closed runs to the end of its text part; an atom's ``[...]`` may hold spaces and parentheses (brackets
+    counted); ``NIL`` in any case is None.
+    """
     root: list[Token] = []
     stack = [root]
     for index in range(0, len(parts), 2):
         text = parts[index]
         literal = parts[index + 1] if index + 1 < len(parts) else None
-        i = skip if index == 0 else 0
-        n = len(text)
-        while i < n:
-            c = text[i]
-            if c == 0x20:
-                i += 1
-            elif c == 0x28:  # (
+        start = skip if index == 0 else 0
+        at_literal = text.rfind(b"{") if literal is not None and text.endswith(b"}") else -1
+        if at_literal < start:
+            end = len(text)  # no literal, or one before where reading starts
+        elif at_literal == start or text[at_literal - 1] in b" ()":
+            end = at_literal  # its "{" starts a token: the tokens up to it, then the literal
+        else:
+            end = -1  # its "{" may be inside a token
+        pieces = _TOKENS.split(text[start:end].decode("utf-8", "surrogateescape")) if end >= 0 else None
+        if pieces is None or "".join(pieces[0::2]).strip(" "):
+            _walk_part(text, start, literal, stack)
+            continue
+        top = stack[-1]
+        for token in pieces[1::2]:
+            if token == "(":
                 new: list[Token] = []
-                stack[-1].append(new)
+                top.append(new)
                 stack.append(new)
-                i += 1
-            elif c == 0x29:  # )
+                top = new
+            elif token == ")":
                 if len(stack) > 1:
                     stack.pop()
-                i += 1
-            elif c == 0x22:  # "
-                i += 1
-                out = bytearray()
-                while i < n and text[i] != 0x22:
-                    if text[i] == 0x5C and i + 1 < n:
-                        i += 1
-                    out.append(text[i])
-                    i += 1
-                i += 1
-                stack[-1].append(out.decode("utf-8", "surrogateescape"))
-            elif c == 0x7B and literal is not None and text.endswith(b"}") and text.rfind(b"{") == i:
-                stack[-1].append(literal)
-                i = n
+                    top = stack[-1]
+            elif token[0] == '"':
+                token = token[1:-1]
+                top.append(_unescaped(token) if "\\" in token else token)
             else:
-                start = i
-                depth = 0
-                while i < n:
-                    c = text[i]
-                    if c == 0x5B:
-                        depth += 1
-                    elif c == 0x5D:
-                        depth -= 1
-                    elif depth <= 0 and c in _ATOM_END:
-                        break
-                    i += 1
-                atom = text[start:i].decode("utf-8", "surrogateescape")
-                stack[-1].append(None if atom.upper() == "NIL" else atom)
+                top.append(None if len(token) <= 3 and token.upper() == "NIL" else token)  # upper() never shortens
+        if end == at_literal:
+            top.append(literal)
     return root
+
+
+def _unescaped(quoted: str) -> str:
+    """A quoted string's text without its escapes (``\\"`` is ``"``), undone on its bytes."""
+    raw = quoted.encode("utf-8", "surrogateescape")  # the bytes it was decoded from, exactly
+    return _ESCAPED.sub(rb"\1", raw).decode("utf-8", "surrogateescape")
+
+
+def _walk_part(text: bytes, i: int, literal: bytes | None, stack: list[list[Token]]) -> None:
+    """One text part (from ``i``) read byte by byte, as the grammar reads it: for parts _TOKENS cannot split."""
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == 0x20:
+            i += 1
+        elif c == 0x28:  # (
+            new: list[Token] = []
+            stack[-1].append(new)
+            stack.append(new)
+            i += 1
+        elif c == 0x29:  # )
+            if len(stack) > 1:
+                stack.pop()
+            i += 1
+        elif c == 0x22:  # "
+            i += 1
+            out = bytearray()
+            while i < n and text[i] != 0x22:
+                if text[i] == 0x5C and i + 1 < n:
+                    i += 1
+                out.append(text[i])
+                i += 1
+            i += 1
+            stack[-1].append(out.decode("utf-8", "surrogateescape"))
+        elif c == 0x7B and literal is not None and text.endswith(b"}") and text.rfind(b"{") == i:
+            stack[-1].append(literal)
+            i = n
+        else:
+            start = i
+            depth = 0
+            while i < n:
+                c = text[i]
+                if c == 0x5B:
+                    depth += 1
+                elif c == 0x5D:
+                    depth -= 1
+                elif depth <= 0 and c in _ATOM_END:
+                    break
+                i += 1
+            atom = text[start:i].decode("utf-8", "surrogateescape")
+            stack[-1].append(None if atom.upper() == "NIL" else atom)
 
 
 def fetch_items(tokens: list[Token]) -> dict[str, Token]:
@@ -202,7 +259,13 @@ def flag(value: Token) -> str | None:
     RFC 3501 allows other ``\\``-flags as extensions, but no server sets them
     on messages: one is more likely an attack than a flag, and is dropped.
     """
-    if not isinstance(value, str) or not value or len(value) > MAX_FLAG_LENGTH:
+    return _flag_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=1024)
+def _flag_text(value: str) -> str | None:
+    """:func:`flag` of a string; a mailbox uses few flags, each on many messages: kept."""
+    if not value or len(value) > MAX_FLAG_LENGTH:
         return None
     if value.startswith("\\"):
         return _KNOWN_SYSTEM_FLAGS.get(value.lower())
@@ -281,31 +344,53 @@ _DATE_TIME = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}
 def parse_internaldate(value: str) -> datetime | None:
     """INTERNALDATE ``17-Jul-1996 02:44:25 -0700`` (RFC 3501 date-time) with its zone; None when it is not one."""
     match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not match or match[2].title() not in _MONTHS:
+    return _moment(match) if match else None
+
+
+def _moment(match: re.Match) -> datetime | None:
+    """The moment a :data:`_DATE_TIME` match names; None when there is none (31-Feb, 25:00, +2400)."""
+    month = _MONTHS.get(match[2].title())
+    if month is None:
         return None
-    day, month, year, hour, minute, second = (int(match[1]), _MONTHS[match[2].title()], int(match[3]),
-                                              int(match[4]), int(match[5]), int(match[6]))
-    offset = timedelta(hours=int(match[8]), minutes=int(match[9])) * (-1 if match[7] == "-" else 1)
     try:
-        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+        moment = datetime(int(match[3]), month, int(match[1]), int(match[4]), int(match[5]), int(match[6]),
+                          tzinfo=_zone(match[7], match[8], match[9]))
         moment.timestamp()  # a date at the edge of the calendar may not convert
     except (ValueError, OverflowError):
         return None
     return moment
 
 
+@lru_cache(maxsize=64)
+def _zone(sign: str, hours: str, minutes: str) -> timezone:
+    """The zone of ``+0930``; ValueError when it is none (24 hours or more). A mailbox has few: kept."""
+    return timezone(timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1))
+
+
 def format_internaldate(moment: datetime) -> str:
     """A date for APPEND: ``14-Nov-2023 22:13:20 +0000`` (English month names whatever the locale)."""
-    offset = int(moment.utcoffset().total_seconds() // 60) if moment.utcoffset() is not None else 0
+    utcoffset = moment.utcoffset()
+    offset = int(utcoffset.total_seconds() // 60) if utcoffset is not None else 0
     sign = "-" if offset < 0 else "+"
-    return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} {moment:%H:%M:%S} "
+    return (f"{moment.day:02d}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d} "
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
             f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
 
 
 def internaldate(value: Token) -> str:
     """A server's INTERNALDATE in the form this client sends back; "" when it is not a date."""
-    moment = parse_internaldate(value) if isinstance(value, str) else None
-    return format_internaldate(moment) if moment else ""
+    match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    moment = _moment(match) if match else None
+    if moment is None:
+        return ""
+    return match[0] if _written_as_sent(match) else format_internaldate(moment)
+
+
+def _written_as_sent(match: re.Match) -> bool:
+    """Whether a date's text is what :func:`format_internaldate` writes for it (as most servers write it): the day
+    in two digits, the month spelled as in _MONTH_NAMES, zone minutes under 60, and no ``-0000``."""
+    return (len(match[1]) == 2 and match[2] in _MONTHS and match[9] < "60"
+            and not (match[7] == "-" and match[8] == match[9] == "00"))
 
 
 def internaldate_epoch(value: str) -> int:
@@ -318,10 +403,10 @@ def internaldate_epoch(value: str) -> int:
 
 def date_time(value: str) -> bytes:
     """The one writer of APPEND dates: checked to be a date, quoted; ValueError otherwise."""
-    moment = parse_internaldate(value)
-    if moment is None:
+    text = internaldate(value)
+    if not text:
         raise ValueError(f"{printable(str(value))!r} is not an IMAP date-time")
-    return quote(format_internaldate(moment))
+    return quote(text)
 
 
 def imap_date(day) -> str:
