@@ -174,11 +174,15 @@ def _terminate(pids: list[int], timeout: float = 15.0) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process not yet reaped (a zombie: our child, or an orphan of an init
+    that does not reap) has closed its sockets and counts as gone."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------- starting

@@ -9,9 +9,13 @@ does with a refusal.
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from mailstack.local.loopback import LoopbackAddress
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,15 @@ class SmtpSink:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def sink_on_loopback(address: str, port: int = 25) -> Iterator[SmtpSink]:
+    """A running sink on its own loopback address, added for it and removed after it (even on failure)."""
+    loopback = LoopbackAddress(address)
+    loopback.add()
+    try:
+        with SmtpSink(address, port) as sink:
+            yield sink
+    finally:
+        loopback.remove()

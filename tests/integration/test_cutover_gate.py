@@ -22,8 +22,7 @@ from mailstack.imap.endpoint import Endpoint
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.imapserver import DovecotImap, User
-from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.sink import SmtpSink
+from mailstack.local.sink import sink_on_loopback
 from mailstack.local.zonefile import reverse_record, reverse_zone
 from mailstack.migration.evidence import load_evidence
 from mailstack.migration.lifecycle import cutover_gate
@@ -46,13 +45,8 @@ USERS = [f"user{n}@example.com" for n in range(3)]
 @pytest.fixture(scope="module")
 def relay():
     """The stack's relay, as an SMTP sink on loopback."""
-    address = LoopbackAddress(RELAY_ADDRESS)
-    address.add()
-    try:
-        with SmtpSink(RELAY_ADDRESS, 25) as sink:
-            yield sink
-    finally:
-        address.remove()
+    with sink_on_loopback(RELAY_ADDRESS) as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")

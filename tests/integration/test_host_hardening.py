@@ -21,8 +21,7 @@ import uuid
 import pytest
 
 from mailstack.local import host as local
-from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.sink import SmtpSink
+from mailstack.local.sink import sink_on_loopback
 from mailstack.stack.passwords import initial_password
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
@@ -50,13 +49,8 @@ RECIPIENTS_PER_MINUTE = 300  # smtpd_client_recipient_rate_limit in templates/po
 @pytest.fixture(scope="module")
 def sink():
     require_root_and_packages()
-    address = LoopbackAddress(SINK)
-    address.add()
-    try:
-        with SmtpSink(SINK, 25) as running:
-            yield running
-    finally:
-        address.remove()
+    with sink_on_loopback(SINK) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

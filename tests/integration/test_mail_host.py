@@ -23,7 +23,7 @@ import pytest
 
 from mailstack.host import files as hostfiles, records
 from mailstack.local import host as local
-from mailstack.local.sink import SmtpSink
+from mailstack.local.sink import sink_on_loopback
 from mailstack.stack.passwords import initial_password
 from mailstack.stack.roster import load_roster
 from mailstack.stack.settings import settings_from_values
@@ -55,13 +55,8 @@ def dkim_key() -> str:
 @pytest.fixture(scope="module")
 def sink():
     require_root_and_packages()
-    added = subprocess.run(["ip", "addr", "add", f"{SINK}/32", "dev", "lo"], capture_output=True).returncode == 0
-    try:
-        with SmtpSink(SINK, 25) as running:
-            yield running
-    finally:
-        if added:
-            subprocess.run(["ip", "addr", "del", f"{SINK}/32", "dev", "lo"], capture_output=True)
+    with sink_on_loopback(SINK) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mailstack.checks import Status, Target
 from mailstack.checks.mailboxes import CHECK, judge_mailboxes, mailbox_check
+from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK
 from mailstack.cli import app
 from mailstack.local.imapserver import DovecotImap, User
 from mailstack.imap.endpoint import Endpoint
@@ -246,7 +247,8 @@ def test_verify_compares_the_mailboxes_given_accounts_and_says_so_when_skipped(s
     report = json.loads(result.stdout)
     (row,) = [r for r in report["results"] if r["check"] == CHECK]
     assert row["status"] == "ok" and row["detail"] == f"1 mailboxes, {len(FOLDERS)} folders, {3 * len(FOLDERS)} messages match"
-    assert report["skipped"] == []
+    # Without -s or --outbound-probe the outbound check is skipped (it has no address to send to); nothing else is.
+    assert [s["check"] for s in report["skipped"]] == [OUTBOUND_CHECK]
 
     write(old, "alice", "Sent", [CUTOVER + timedelta(hours=1)], start=900)
     result = CliRunner().invoke(app, args + ["--accounts", str(csv), "--source", f"imap://{OLD}"])
@@ -257,4 +259,5 @@ def test_verify_compares_the_mailboxes_given_accounts_and_says_so_when_skipped(s
     result = CliRunner().invoke(app, args, env={"MAILSTACK_SYNC_ACCOUNTS": ""})
     report = json.loads(result.stdout)
     assert CHECK not in [r["check"] for r in report["results"]]
+    assert [s["check"] for s in report["skipped"]] == [CHECK, OUTBOUND_CHECK]
     assert report["skipped"][0]["check"] == CHECK and "--accounts" in report["skipped"][0]["reason"]

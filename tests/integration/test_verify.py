@@ -23,7 +23,7 @@ from mailstack.checks.service import SERVICE_CHECKS, judge_certificate, tls_floo
 from mailstack.local import host as local
 from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.sink import SmtpSink
+from mailstack.local.sink import sink_on_loopback
 from mailstack.stack.passwords import initial_password
 from mailstack.host.records import Dkim, desired_records, dkim_value
 from mailstack.stack.roster import load_roster
@@ -52,13 +52,8 @@ def dkim_key():
 
 @pytest.fixture(scope="module")
 def relay():
-    address = LoopbackAddress(RELAY_ADDRESS)
-    address.add()
-    try:
-        with SmtpSink(RELAY_ADDRESS, 25) as sink:
-            yield sink
-    finally:
-        address.remove()
+    with sink_on_loopback(RELAY_ADDRESS) as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
