@@ -110,3 +110,16 @@ def route53_value(rtype: str, value: str) -> str:
     if rtype == "TXT":
         return " ".join(f'"{part}"' for part in value.split('""'))
     return value
+
+
+class NullWriter:
+    """An IMAP connection's writer that writes nowhere: tests feed the server's side to its reader."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

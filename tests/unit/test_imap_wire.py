@@ -28,6 +28,7 @@ from mailstack.imap.wire import (
     tag_of,
     uid_set,
 )
+from tests.conftest import NullWriter
 
 
 def untagged(*parts: bytes) -> Untagged:
@@ -269,18 +270,6 @@ def test_server_text_is_shown_without_terminal_controls_and_cut():
 # ---------------------------------------------------------------- answers: bounded, and only what was asked
 
 
-class Writer:
-    """The client's writer, writing nowhere (the server's answers are fed to the reader up front)."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    async def drain(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
 
 def session(stream: bytes, limits: Limits | None = None, *, endless: bytes = b""):
     """A connection whose server has sent ``stream`` (then ``endless`` over and over), selected on INBOX."""
@@ -294,7 +283,7 @@ def session(stream: bytes, limits: Limits | None = None, *, endless: bytes = b""
         asyncio.get_running_loop().create_task(feed())
     else:
         reader.feed_eof()
-    connection = ImapConnection(reader, Writer(), "source test", timeout=5, limits=limits)
+    connection = ImapConnection(reader, NullWriter(), "source test", timeout=5, limits=limits)
     connection.selected = "INBOX"
     return connection
 

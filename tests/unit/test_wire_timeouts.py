@@ -8,21 +8,10 @@ import asyncio
 import pytest
 
 from mailstack.imap.client import ConnectionLost, ImapConnection
+from tests.conftest import NullWriter
 
 TIMEOUT = 0.3
 
-
-class Writer:
-    """The client's writer, writing nowhere: the server's side is fed to the reader by the test."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    async def drain(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 async def talking(*pieces: tuple[float | None, bytes]):
@@ -40,7 +29,7 @@ async def talking(*pieces: tuple[float | None, bytes]):
                 reader.feed_data(data)
 
     feeding = asyncio.get_running_loop().create_task(server())
-    connection = ImapConnection(reader, Writer(), "source test", timeout=TIMEOUT)
+    connection = ImapConnection(reader, NullWriter(), "source test", timeout=TIMEOUT)
     connection.selected = "INBOX"
     return connection, feeding
 
