@@ -1,21 +1,28 @@
 """The operations CLI: ``mailstack ...``, one app with one module per command group.
 
-Every module registers its commands with :func:`register`, and every command
-shares the options, consoles and exit codes of :mod:`mailstack.cli.common`.
+Every module registers its commands with the typer app (:mod:`mailstack.cli.commands`), and shares the options,
+consoles and exit codes of :mod:`mailstack.cli.common`. ``mailstack sync``, the run repeated all through the
+overlap, goes straight to :mod:`mailstack.cli.sync` (argparse): it starts without loading typer, rich or pydantic.
 """
 
 from __future__ import annotations
 
-import typer
-
-from mailstack.cli import backup, clients, local, plan, rehearse, roster, stack, status, sync, verify
-
-app = typer.Typer(help="Move an organisation's mail to a new mail host on AWS, safely.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-
-for group in (rehearse, stack, plan, roster, local, sync, backup, verify, status, clients):
-    group.register(app)
+import sys
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["sync"]:
+        from mailstack.cli import sync
+
+        raise SystemExit(sync.main(sys.argv[2:]))
+    from mailstack.cli.commands import app
+
     app()
+
+
+def __getattr__(name: str):
+    if name == "app":  # ``from mailstack.cli import app``: the typer app, loaded when asked for
+        from mailstack.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,10 @@ from typing import Optional
 import typer
 
 from mailstack.cli.common import (
-    EXIT_FAILED, EXIT_PROBLEMS, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption,
+    EXIT_FAILED, EXIT_PROBLEMS, HELP, AccountsOption, CafileOption, DeadlineOption, ExcludeOption, IncludeOption,
     MailboxDeadlineOption, MaxMessageOption, StackOption, command, duration, err, fail, folder_rules, imap_endpoint,
     load_stack, out, read_accounts, record_evidence,
 )
-from mailstack.cli.sync import SourceOption
 from mailstack.problems import InputError, Problem
 
 PASSWORD_ENV = "MAILSTACK_IMAP_PASSWORD"
@@ -30,7 +29,7 @@ def register(app: typer.Typer) -> None:
 def backup(
     to: Path = typer.Option(..., "--to", help="Directory to write: one Maildir (or mbox files) per mailbox."),
     stack: Optional[str] = StackOption,
-    source: Optional[str] = SourceOption,
+    source: Optional[str] = typer.Option(None, "--source", help=HELP["source"]),
     accounts_file: Optional[Path] = AccountsOption,
     fmt: str = typer.Option("maildir", "--format", help="maildir (bytes, flags, keywords and dates kept exactly) or mbox (one file per folder; flags in Status headers)."),
     cafile: Optional[Path] = CafileOption,

@@ -1,154 +1,45 @@
-"""What every mailstack command shares: consoles, exit codes, options, loading a stack and the inputs of a run."""
+"""What every typer command shares: consoles, options, registration; and, from :mod:`mailstack.cli.basics`, exit
+codes, usage errors and the inputs of a run."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from pathlib import Path
-from typing import Callable, Optional
+import functools
+from typing import Callable
 
 import typer
 from rich.console import Console
 
-from mailstack.problems import InputError, Problem
+from mailstack.cli.basics import (  # noqa: F401  (re-exported for the commands)
+    ACCOUNTS_ENV, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, HELP, UsageError, default_state_dir,
+    duration, fail, folder_rules, imap_endpoint, load_stack, print_json, read_accounts, record_evidence,
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_OK = 0
-EXIT_PROBLEMS = 1  # the input has problems: each printed with where it is and what to do; nothing was changed
-EXIT_USAGE = 2  # wrong usage (typer's own code for a bad option)
-EXIT_FAILED = 3  # a check failed, or a mailbox is not in sync (not backed up, not imported): each with its reason
-
-EXIT_CODES = ("Exit codes: 0 done; 1 the input has problems (each with where it is and what to do; nothing was "
-              "changed); 2 wrong usage; 3 a check failed or a mailbox is not in sync (each with its reason).")
-
-ACCOUNTS_ENV = "MAILSTACK_SYNC_ACCOUNTS"
-
-StackOption = typer.Option(None, "-s", "--stack", help="Stack (environment) name, as in stacks/Pulumi.<env>.yaml.")
-RequiredStackOption = typer.Option(..., "-s", "--stack", help="Stack (environment) name, as in stacks/Pulumi.<env>.yaml.")
-AccountsOption = typer.Option(None, "--accounts", envvar=ACCOUNTS_ENV, show_envvar=True,
-                              help="CSV: source_user,source_password,target_user,target_password. Plain passwords: "
-                                   "keep it out of git.")
-CafileOption = typer.Option(None, "--cafile", help="CA certificates (PEM) to trust for TLS, besides the system's.")
-IncludeOption = typer.Option([], "--include", help="Only folders matching this pattern (repeatable; '*' any, '/' between levels).")
-ExcludeOption = typer.Option([], "--exclude", help="Leave out folders matching this pattern (repeatable).")
-JsonOption = typer.Option(False, "--json", help="Print the report as JSON.")
+StackOption = typer.Option(None, "-s", "--stack", help=HELP["stack"])
+RequiredStackOption = typer.Option(..., "-s", "--stack", help=HELP["stack"])
+AccountsOption = typer.Option(None, "--accounts", envvar=ACCOUNTS_ENV, show_envvar=True, help=HELP["accounts"])
+CafileOption = typer.Option(None, "--cafile", help=HELP["cafile"])
+IncludeOption = typer.Option([], "--include", help=HELP["include"])
+ExcludeOption = typer.Option([], "--exclude", help=HELP["exclude"])
+JsonOption = typer.Option(False, "--json", help=HELP["json"])
 MaxMessageOption = typer.Option(64, "--max-message-size", min=1, max=4096, metavar="MIB",
-                                help="Largest message copied, in MiB: a larger one is reported and left on the old "
-                                     "server, never held in memory.")
-DeadlineOption = typer.Option(None, "--deadline", metavar="DURATION",
-                              help="Stop the whole run after this long (e.g. 90m, 8h); what is not finished is "
-                                   "reported so, and the next run goes on from there.")
-MailboxDeadlineOption = typer.Option("6h", "--mailbox-deadline", metavar="DURATION",
-                                     help="Stop one mailbox after this long (e.g. 30m, 6h; 0 for none); reported "
-                                          "as not finished.")
-MapInvalidOption = typer.Option(False, "--map-invalid", help="Map a folder name the new server refuses ('.' in "
-                                "Dovecot Maildir++, a leading '~', control characters) to a look-alike it accepts: "
-                                "'john.doe' becomes 'john\u2024doe' (ONE DOT LEADER); listed in the report.")
-
-
-def print_json(data) -> None:
-    """A report as JSON on stdout, indented as rich's ``print_json`` does, written plainly: rich's highlighting
-    held about 100 KB per mailbox of the report (200 MB and 5 s for 2,000 mailboxes)."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+                                help=HELP["max_message_size"])
+DeadlineOption = typer.Option(None, "--deadline", metavar="DURATION", help=HELP["deadline"])
+MailboxDeadlineOption = typer.Option("6h", "--mailbox-deadline", metavar="DURATION", help=HELP["mailbox_deadline"])
+MapInvalidOption = typer.Option(False, "--map-invalid", help=HELP["map_invalid"])
 
 
 def command(app: typer.Typer, name: str, function: Callable, exit_codes: str = EXIT_CODES) -> None:
-    """Register ``function`` as ``name``; every command's --help ends with its exit codes."""
-    app.command(name, epilog=exit_codes)(function)
+    """Register ``function`` as ``name``; every command's --help ends with its exit codes, and a
+    :class:`UsageError` it raises is typer's usage error on that option (exit 2)."""
 
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except UsageError as exc:
+            raise typer.BadParameter(exc.message, param_hint=exc.option) from None
 
-def fail(exc: InputError) -> None:
-    """Print every problem of the input and exit 1."""
-    err.print(exc.report(), markup=False)
-    raise typer.Exit(EXIT_PROBLEMS)
-
-
-def load_stack(stack: str):
-    """A stack's file and roster, validated; exits 1 with every problem."""
-    from mailstack.stack.roster import load_roster
-    from mailstack.stack.settings import load_stack_file
-
-    try:
-        stack_file = load_stack_file(stack)
-        settings = stack_file.settings
-        roster = load_roster(stack_file.resolve(settings.roster), domains=settings.domains,
-                             default_quota=settings.default_quota)
-    except InputError as exc:
-        fail(exc)
-    return stack_file, roster
-
-
-def imap_endpoint(url: str, cafile: Optional[Path], what: str):
-    """An IMAP endpoint from a ``imap[s]://HOST[:PORT]`` option; a bad one is a usage error naming the option."""
-    from mailstack.imap.endpoint import parse_endpoint
-
-    try:
-        return parse_endpoint(url).trusting(str(cafile) if cafile else None)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=what) from None
-
-
-def read_accounts(path: Optional[Path], roster_addresses: Optional[set[str]] = None, *, source_only: bool = False):
-    """The accounts file's valid rows and its problems; exits 1 when no row is usable."""
-    from mailstack.sync import accounts as accounts_file
-
-    if path is None:
-        raise typer.BadParameter(f"give --accounts FILE (or set {ACCOUNTS_ENV})", param_hint="--accounts")
-    try:
-        accounts, problems = accounts_file.read_accounts(path, source_only=source_only)
-    except InputError as exc:
-        fail(exc)
-    if roster_addresses is not None and not source_only:
-        kept = []
-        for account in accounts:
-            if account.target_user.lower() in roster_addresses:
-                kept.append(account)
-            else:
-                problems.append(Problem(account.where, f"target_user {account.target_user!r} is not in the stack's roster"))
-        accounts = kept
-    if not accounts:
-        fail(InputError(f"accounts file {path}", problems or [Problem(str(path), "no account rows")]))
-    return accounts, problems
-
-
-def folder_rules(include: list[str], exclude: list[str], renames: list[str], map_invalid: bool = False):
-    """The sync's folder rules from --include/--exclude/--map/--map-invalid; a bad --map is a usage error."""
-    from mailstack.sync.plan import FolderRules, parse_rename
-
-    try:
-        parsed = tuple(parse_rename(r) for r in renames)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--map") from None
-    return FolderRules(tuple(include) or ("*",), tuple(exclude), parsed, map_invalid)
-
-
-def record_evidence(stack_file, **parts) -> Path:
-    """Fold what was measured into the stack's evidence file (read by the gates)."""
-    from mailstack.migration.evidence import evidence_path, record
-
-    path = evidence_path(stack_file.project_dir, stack_file.env)
-    record(path, **parts)
-    err.print(f"recorded in {path}", markup=False)
-    return path
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.ASCII)
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration(text: Optional[str], option: str) -> Optional[float]:
-    """Seconds of a duration option (``90s``, ``30m``, ``6h``, ``1d``; a bare number is seconds); None or 0: none."""
-    if text is None:
-        return None
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m or 6h", param_hint=option)
-    return float(match.group(1)) * _SECONDS[match.group(2)] or None
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "mailstack" / "sync"
+    app.command(name, epilog=exit_codes)(run)

@@ -213,14 +213,21 @@ class ImapConnection:
         if "LOGINDISABLED" in self.capabilities:
             raise AuthFailed(f"{self.where} does not allow a password login on this connection: use imaps://")
         try:
-            await self.command(b"LOGIN", wire.quote(user), wire.quote(password), what="LOGIN")
+            untagged, tagged = await self.command(b"LOGIN", wire.quote(user), wire.quote(password), what="LOGIN",
+                                                  kinds=frozenset({"CAPABILITY"}))
         except ValueError:
             raise AuthFailed(f"{self.where}: the user name or password of {wire.printable(user)!r} cannot be "
                              f"sent over IMAP (it contains a NUL character)") from None
         except CommandFailed as exc:
             raise AuthFailed(f"{self.where}: login as {wire.printable(user)!r} refused ({exc.server_text}): "
                              f"check the user name and password") from None
-        await self.capability()
+        # The capabilities change with the login: those the server sent with it (in its OK, or untagged), else asked.
+        code = tagged.code or ""
+        given = [r.text() for r in untagged] + ([code[11:]] if code[:11].upper() == "CAPABILITY " else [])
+        if given:
+            self.capabilities = set(given[-1].upper().split())
+        else:
+            await self.capability()
 
     async def capability(self) -> set[str]:
         untagged, _ = await self.command(b"CAPABILITY", kinds=frozenset({"CAPABILITY"}))

@@ -257,10 +257,19 @@ class _MailboxRun:
                                          tzinfo=timezone.utc).timestamp()) if options.since else None)
 
     async def connect(self) -> None:
-        self.src = await login(self.source, self.account.source_user, self.account.source_password, "source",
-                                self.options.timeout, self.options.limits)
-        self.tgt = await login(self.target, self.account.target_user, self.account.target_password, "target",
-                                self.options.timeout, self.options.limits)
+        """Both sessions, logged in at once; when one fails, the other is hung up and the first failure raised."""
+        sessions = await asyncio.gather(
+            login(self.source, self.account.source_user, self.account.source_password, "source",
+                  self.options.timeout, self.options.limits),
+            login(self.target, self.account.target_user, self.account.target_password, "target",
+                  self.options.timeout, self.options.limits), return_exceptions=True)
+        failed = [s for s in sessions if isinstance(s, BaseException)]
+        if failed:
+            for session in sessions:
+                if not isinstance(session, BaseException):
+                    session.close()
+            raise failed[0]
+        self.src, self.tgt = sessions
 
     async def close(self, polite: bool) -> None:
         """Log out of both sessions when all went well; otherwise (a lost session, a server that broke a bound,
@@ -271,11 +280,10 @@ class _MailboxRun:
 
     async def sync(self) -> None:
         src, tgt = self.src, self.tgt
-        source_ns, target_ns = await src.namespace(), await tgt.namespace()
-        source_folders = [f for f in await src.list_folders() if f.selectable]
-        source_subscribed = await src.subscribed()
-        target_folders = {f.name for f in await tgt.list_folders() if f.selectable}
-        target_subscribed = await tgt.subscribed()
+        (source_ns, source_listed, source_subscribed), (target_ns, target_listed, target_subscribed) = \
+            await asyncio.gather(_folders(src), _folders(tgt))  # both servers asked at once
+        source_folders = [f for f in source_listed if f.selectable]
+        target_folders = {f.name for f in target_listed if f.selectable}
         naming = names.naming_for(target_ns.delimiter)
         plans = plan.plan_folders([f.name for f in source_folders], source_ns, target_ns, self.options.rules, naming,
                                   target_folders)
@@ -283,8 +291,9 @@ class _MailboxRun:
             self.result.folder(missing).errors = ["no such folder on the source"]
         # Every folder's STATUS on each side in one round trip: an unchanged folder costs nothing more.
         wanted = [p for p in plans if p.target is not None]
-        source_statuses = await src.statuses(list(dict.fromkeys(p.source for p in wanted)))
-        target_statuses = await tgt.statuses(list(dict.fromkeys(p.target for p in wanted if p.target in target_folders)))
+        source_statuses, target_statuses = await asyncio.gather(
+            src.statuses(list(dict.fromkeys(p.source for p in wanted))),
+            tgt.statuses(list(dict.fromkeys(p.target for p in wanted if p.target in target_folders))))
         for folder in plans:
             if folder.target is None:
                 if not folder.left_out:
@@ -513,6 +522,11 @@ class _MailboxRun:
         result.copied += len(messages)
         result.bytes += size
         self.progress.advanced(self.account.source_user, len(messages), size)
+
+
+async def _folders(connection: ImapConnection):
+    """(namespace, folders listed, names subscribed) of one session."""
+    return await connection.namespace(), await connection.list_folders(), await connection.subscribed()
 
 
 def _answered(status: FolderStatus | CommandFailed) -> FolderStatus:

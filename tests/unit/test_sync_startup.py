@@ -51,6 +51,17 @@ def test_a_sync_run_loads_no_pulumi_aws_or_spreadsheet_code(tmp_path):
     assert {"mailstack.sync.engine", "mailstack.sync.state", "mailstack.sync.report"} <= modules
     assert heavy(modules) == []
     assert not {"rich.table", "rich.progress", "mailstack.migration.evidence"} & modules  # nothing it does not print
+    # Its own parser: none of the other commands' framework (typer, click, rich) nor pydantic is even loaded.
+    assert framework(modules) == []
+
+
+def framework(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in ("typer", "click", "rich", "pydantic", "pydantic_core"))
+
+
+def test_the_sync_help_loads_no_cli_framework(tmp_path):
+    code, modules = loaded(tmp_path, "sync", "--help")
+    assert code == 0 and framework(modules) == []
 
 
 @pytest.mark.parametrize("args", [("sync", "--help"), ("--help",)])
