@@ -17,12 +17,14 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from functools import lru_cache
+from typing import Callable, Mapping, Sequence
 
 from mailstack.imap import wire
 from mailstack.imap.wire import Literal, Tagged, Token, Untagged
 
 READ_LIMIT = 16 * 1024 * 1024  # one response line
+_WRITE_AT = 256 * 1024  # what a command's writes gather before they are written (a literal this large goes alone)
 _CHUNK = 1024 * 1024  # literals are read in pieces, so that a slow but moving transfer is not a stall
 # Flags a client cannot set: the server owns them.
 SERVER_FLAGS = frozenset({"\\Recent"})
@@ -138,11 +140,10 @@ class Message:
 
 @dataclass
 class _Answer:
-    """One command's answer as it arrives: what it cost so far, and until when the server may stay silent."""
+    """One command's answer as it arrives: what it cost so far."""
 
     what: str
     folder: str | None
-    silent_until: float
     bytes: int = 0
     responses: int = 0
     chatter: int = 0
@@ -400,14 +401,17 @@ class ImapConnection:
                            each=lambda response: uids.extend(n for n in map(_number, response.text().split()) if n))
         return uids
 
-    async def fetch_messages(self, uids: Sequence[int], *, expected_bytes: int = 0) -> list[Message]:
+    async def fetch_messages(self, uids: Sequence[int], *, expected_bytes: int = 0,
+                             listed: Mapping[int, tuple[frozenset[str], str]] | None = None) -> list[Message]:
         """Whole messages (bytes as stored, flags, internal date), in UID order; \\Seen is not set (BODY.PEEK).
 
         Only the UIDs asked for: a UID the server does not answer is not in
         the list (the caller sees it missing). ``expected_bytes`` is what the
         server announced for them (RFC822.SIZE): the answer is held up to the
         larger of it and one largest message; bodies past that are read and
-        dropped, each with ``not_kept`` saying why.
+        dropped, each with ``not_kept`` saying why. With ``listed`` ({uid:
+        (flags, internal date)} as a listing found them) only the bodies are
+        asked for, and the messages carry those.
         """
         if not uids:
             return []
@@ -423,18 +427,22 @@ class ImapConnection:
             return ""
 
         fetched = _Fetched(frozenset(uids).__contains__)
-        await self.command(b"UID FETCH", wire.uid_set(uids).encode("ascii"), b"(UID FLAGS INTERNALDATE BODY.PEEK[])",
+        items = b"(UID BODY.PEEK[])" if listed is not None else b"(UID FLAGS INTERNALDATE BODY.PEEK[])"
+        await self.command(b"UID FETCH", wire.uid_set(uids).encode("ascii"), items,
                            what="UID FETCH", folder=self.selected, kinds=_FETCH, each=fetched, keep_literal=keep)
         messages = []
         for uid, found in sorted(fetched.items.items()):
             body = found.get("BODY[]")
             if not isinstance(body, (bytes, str)):
                 continue  # no body sent (NIL, or flags only): missing
-            flags, problems = _flags(found.get("FLAGS"))
-            date, problem = _date(found.get("INTERNALDATE"))
+            if listed is not None:
+                (flags, date), problems = listed[uid], ()
+            else:
+                flags, problems = _flags(found.get("FLAGS"))
+                date, problem = _date(found.get("INTERNALDATE"))
+                problems = tuple(problems + problem)
             not_kept = body.reason if isinstance(body, wire.Unread) else ""
-            messages.append(Message(uid, flags, date, b"" if not_kept else wire.as_bytes(body),
-                                    tuple(problems + problem), not_kept))
+            messages.append(Message(uid, flags, date, b"" if not_kept else wire.as_bytes(body), problems, not_kept))
         return messages
 
     async def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
@@ -518,8 +526,14 @@ class ImapConnection:
                 if isinstance(arg, Literal):
                     if plus:
                         chunk += b"{%d+}\r\n" % len(arg.data)
-                        self._writer.write(bytes(chunk))
-                        self._writer.write(arg.data)
+                        if len(arg.data) < _WRITE_AT:  # small messages go out together: one write for many
+                            chunk += arg.data
+                            if len(chunk) < _WRITE_AT:
+                                continue
+                            self._writer.write(bytes(chunk))
+                        else:
+                            self._writer.write(bytes(chunk))
+                            self._writer.write(arg.data)
                     else:
                         chunk += b"{%d}\r\n" % len(arg.data)
                         self._writer.write(bytes(chunk))
@@ -537,7 +551,7 @@ class ImapConnection:
 
     def _answer(self, what: str, folder: str | None = None,
                 keep_literal: Callable[[int], str] | None = None) -> _Answer:
-        return _Answer(what, folder, asyncio.get_running_loop().time() + self.timeout, keep_literal=keep_literal)
+        return _Answer(what, folder, keep_literal=keep_literal)
 
     async def _await_continuation(self, answer: _Answer) -> None:
         await self._writer.drain()
@@ -592,9 +606,8 @@ class ImapConnection:
         return ServerMisbehaved(f"{place}: the server sent {what}: stopped reading from it")
 
     def _took(self, answer: _Answer, size: int) -> None:
-        """``size`` more bytes read for this answer; the server spoke, so its silence starts again."""
+        """``size`` more bytes read for this answer."""
         answer.bytes += size
-        answer.silent_until = asyncio.get_running_loop().time() + self.timeout
         if answer.bytes > self.limits.max_answer_bytes:
             raise self._misbehaved(answer, f"more than {self.limits.max_answer_bytes} bytes in answer to one command")
 
@@ -602,12 +615,13 @@ class ImapConnection:
         """One read, while the server is not silent for longer than the timeout.
 
         ``ready`` when what it reads is already buffered: then it cannot wait, and needs no timer (most reads
-        of a long answer are so: the socket hands over many responses at once).
+        of a long answer are so: the socket hands over many responses at once). Otherwise the server's silence
+        is timed from now: everything it sent before has been read.
         """
         try:
             if ready:
                 return await reading
-            async with asyncio.timeout_at(answer.silent_until):
+            async with asyncio.timeout(self.timeout):
                 return await reading
         except TimeoutError:
             raise ConnectionLost(f"{self.where}: no answer for {self.timeout:.0f} s") from None
@@ -672,7 +686,10 @@ class _Fetched:
 
     def __call__(self, response: Untagged) -> bool:
         """Take one FETCH response; False when it adds nothing (a UID not asked for, an answer repeated)."""
-        found = wire.fetch_items(response.tokens())
+        parts = response.parts
+        match = _BODY.fullmatch(parts[0]) if len(parts) == 3 and parts[2] == b")" else None
+        # ``* 4 FETCH (UID 7 BODY[] {n}`` literal ``)``, as servers send a body asked alone: its items without tokens
+        found = {"UID": match[1].decode(), "BODY[]": parts[1]} if match else wire.fetch_items(response.tokens())
         uid = _number(found.get("UID"))
         if uid is None or not self.asked(uid):
             return False
@@ -712,6 +729,9 @@ class _Listing(_Fetched):
         self.listed: dict[int, Listed] = {}
 
     def __call__(self, response: Untagged) -> bool:
+        match = _LISTED.fullmatch(response.parts[0]) if len(response.parts) == 1 else None
+        if match and (match[3] is not None) == self.details and int(match[1]) not in self.items:
+            return self._take_plain(match)
         found = wire.fetch_items(response.tokens())
         uid = _number(found.get("UID"))
         if uid is None or uid in self.listed or not self.asked(uid):
@@ -723,6 +743,21 @@ class _Listing(_Fetched):
         if all(key in merged for key in self.needed):
             self.listed[uid] = self._record(uid, self.items.pop(uid))
         return bool(added)
+
+    def _take_plain(self, match: re.Match) -> bool:
+        """An answer in the plain form nearly every server sends (:data:`_LISTED`), read without its tokens: the
+        same record as its tokens give."""
+        uid = int(match[1])
+        if uid in self.listed or not self.asked(uid):
+            return False
+        flags, problems = _flags_written(match[2])
+        size, date = 0, ""
+        if self.details:
+            size = int(match[3])
+            date, problem = _date(match[4].decode("utf-8", "surrogateescape"))
+            problems += tuple(problem)
+        self.listed[uid] = Listed(uid, flags, size, date, problems)
+        return True
 
     def _record(self, uid: int, found: dict[str, Token]) -> Listed:
         flags, problems = _flags(found.get("FLAGS"))
@@ -738,6 +773,26 @@ class _Listing(_Fetched):
         for uid in list(self.items):
             self.listed[uid] = self._record(uid, self.items.pop(uid))
         return [self.listed[uid] for uid in sorted(self.listed)]
+
+
+# A listing's answer as nearly every server writes it: ``* 4 FETCH (UID 7 FLAGS (\\Seen $Label1))``, with
+# `` RFC822.SIZE 1234 INTERNALDATE "..."`` before the last parenthesis when asked. Flags are atoms (no space,
+# parenthesis, bracket, quote, brace or control character) one space apart, the date has no escape: a subset of
+# what the tokens allow, read to the same values. Any other answer is read by its tokens.
+_WORD = rb'[^ ()\[\]"{}\x00-\x1f\x7f]+'
+_LISTED = re.compile(rb'\* \d{1,10} FETCH \(UID (\d{1,10}) FLAGS \(((?:' + _WORD + rb'(?: ' + _WORD + rb')*)?)\)'
+                     rb'(?: RFC822\.SIZE (\d{1,19}) INTERNALDATE "([^"\\\x00-\x1f\x7f]*)")?\)')
+
+
+_BODY = re.compile(rb"\* \d{1,10} FETCH \(UID (\d{1,10}) BODY\[\] \{\d{1,20}\+?\}")
+
+
+@lru_cache(maxsize=1024)
+def _flags_written(text: bytes) -> tuple[frozenset[str], tuple[str, ...]]:
+    """:func:`_flags` of a FLAGS list's text as :data:`_LISTED` found it; a folder has few such texts: kept."""
+    words = text.split(b" ") if text else []
+    flags, problems = _flags([None if w.upper() == b"NIL" else w.decode("utf-8", "surrogateescape") for w in words])
+    return flags, tuple(problems)
 
 
 def _number(token: Token) -> int | None:

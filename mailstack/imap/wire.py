@@ -380,10 +380,24 @@ def format_internaldate(moment: datetime) -> str:
 def internaldate(value: Token) -> str:
     """A server's INTERNALDATE in the form this client sends back; "" when it is not a date."""
     match = _DATE_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match and _written_as_sent(match) and _plainly_valid(match):
+        return match[0]  # as nearly every date a server sends: no moment needs to be made of it
     moment = _moment(match) if match else None
     if moment is None:
         return ""
     return match[0] if _written_as_sent(match) else format_internaldate(moment)
+
+
+_DAYS_IN = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _plainly_valid(match: re.Match) -> bool:
+    """Whether a date written as sent (month spelled as in _MONTH_NAMES) names a moment, decided without making it:
+    a day of that month, a time of day, a zone under 24 hours; years 1 and 9999 (edges) are left to :func:`_moment`."""
+    year, month, day = int(match[3]), _MONTHS[match[2]], int(match[1])
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return (1 < year < 9999 and 1 <= day <= (_DAYS_IN[month] if month != 2 or leap else 28)
+            and match[4] < "24" and match[5] < "60" and match[6] < "60" and match[8] < "24")
 
 
 def _written_as_sent(match: re.Match) -> bool:
@@ -406,7 +420,7 @@ def date_time(value: str) -> bytes:
     text = internaldate(value)
     if not text:
         raise ValueError(f"{printable(str(value))!r} is not an IMAP date-time")
-    return quote(text)
+    return b'"' + text.encode("ascii") + b'"'  # digits, English month, sign and spaces: quoted as it is
 
 
 def imap_date(day) -> str:

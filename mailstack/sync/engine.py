@@ -357,12 +357,13 @@ class _MailboxRun:
         state.complete = None  # until this run completes the folder
 
         await src.select(folder.source, readonly=True)
-        listed = await src.list_messages()
+        first = not state.synced and not options.since  # every message is new: listed with its details at once
+        listed = await src.list_messages(details=first)
         if options.since:
             wanted = set(await src.search_since(options.since))
             listed = [m for m in listed if m.uid in wanted]
         new = plan.to_copy(listed, state)
-        if new:
+        if new and not first:
             asked = [m.uid for m in new]
             new = await src.list_messages(asked, details=True)
             result.errors += plan.unanswered(asked, new, "listed by the source, then not answered (deleted meanwhile?)")
@@ -382,7 +383,7 @@ class _MailboxRun:
             return
 
         new, too_large = plan.within_size(new, options.max_message_bytes)
-        result.errors += too_large
+        result.errors += too_large + plan.remarks(new)  # what is dropped of their flags and dates, said once
         pending = plan.Pending.of(new)
         del new  # a large folder's listing is not held while it is copied
         self.progress.planned(self.account.source_user, len(pending), pending.bytes)
@@ -457,11 +458,11 @@ class _MailboxRun:
 
         async def produce() -> None:
             try:
-                for asked, announced in pending.batches(max_bytes=self.options.batch_bytes,
-                                                        max_count=self.options.batch_count):
+                for asked, announced, listed in pending.batches(max_bytes=self.options.batch_bytes,
+                                                                max_count=self.options.batch_count):
                     await self.budget.acquire(announced)
                     held[0] += announced
-                    fetched = await self.src.fetch_messages(asked, expected_bytes=announced)
+                    fetched = await self.src.fetch_messages(asked, expected_bytes=announced, listed=listed)
                     received = sum(len(m.body) for m in fetched)
                     if received > announced:
                         self.budget.take(received - announced)

@@ -269,19 +269,23 @@ def _groups(sizes: Sequence[int], max_bytes: int, max_count: int) -> Iterator[tu
 @dataclass
 class Pending:
     """The messages a folder still needs copied, compact: UIDs and announced sizes in two arrays (16 bytes a
-    message, where a listed message takes a few hundred), so a folder of 100,000 holds no record per message
-    while it is copied."""
+    message), their flags (one shared set per combination) and internal dates as listed; so a folder of 100,000
+    holds no record per message while it is copied, and the bodies are fetched without their metadata again."""
 
     uids: array
     sizes: array
+    flags: list[frozenset[str]]
+    dates: list[str]
 
     @classmethod
     def of(cls, messages: Iterable[Listed]) -> "Pending":
-        uids, sizes = array("Q"), array("Q")
+        uids, sizes, flags, dates = array("Q"), array("Q"), [], []
         for message in messages:
             uids.append(message.uid)
             sizes.append(message.size)
-        return cls(uids, sizes)
+            flags.append(message.flags)
+            dates.append(message.internaldate)
+        return cls(uids, sizes, flags, dates)
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -290,11 +294,12 @@ class Pending:
     def bytes(self) -> int:
         return sum(self.sizes)
 
-    def batches(self, *, max_bytes: int, max_count: int) -> Iterator[tuple[list[int], int]]:
-        """The UIDs of each batch (grouped as :func:`batches` groups) and the bytes announced for it, made as
-        they are asked for."""
+    def batches(self, *, max_bytes: int, max_count: int) -> Iterator[tuple[list[int], int, dict]]:
+        """The UIDs of each batch (grouped as :func:`batches` groups), the bytes announced for it and
+        {uid: (flags, internal date)} as listed, made as they are asked for."""
         for start, end in _groups(self.sizes, max_bytes, max_count):
-            yield list(self.uids[start:end]), sum(self.sizes[start:end])
+            uids = list(self.uids[start:end])
+            yield uids, sum(self.sizes[start:end]), dict(zip(uids, zip(self.flags[start:end], self.dates[start:end])))
 
 
 def within_size(messages: Iterable[Listed], largest: int) -> tuple[list[Listed], list[str]]:

@@ -21,7 +21,9 @@ from mailstack.imap.wire import (
     flag,
     flag_list,
     flags_of,
+    format_internaldate,
     internaldate,
+    parse_internaldate,
     parse_uid_set,
     printable,
     quote,
@@ -377,3 +379,61 @@ def test_malformed_list_entries_are_skipped():
               b'* LIST (\\HasNoChildren) "//" "Sent"\r\n* LIST (\\Noselect) "/" "A"\r\nM1 OK done\r\n')
     folders = answer(lambda: session(stream).list_folders())
     assert [(f.name, f.delimiter, f.selectable) for f in folders] == [("Sent", None, True), ("A", "/", False)]
+
+
+def edges(*values: int):
+    """Values at the edges of a field, and any in between."""
+    return st.one_of(st.sampled_from(values), st.integers(min(values), max(values)))
+
+
+@settings(max_examples=2000)
+@given(st.tuples(edges(0, 1, 28, 29, 30, 31, 32), st.sampled_from(["Jan", "Feb", "feb", "Apr", "Jun", "Sep", "Nov",
+                                                                   "Dec", "Foo"]),
+                 st.sampled_from([1, 2, 1900, 1996, 2000, 2023, 2024, 2100, 9998, 9999]), edges(0, 23, 24, 25),
+                 edges(0, 59, 60, 61), edges(0, 59, 60, 61), st.sampled_from("+-"), edges(0, 23, 24, 25),
+                 edges(0, 30, 59, 60)))
+def test_a_date_taken_as_written_is_exactly_the_one_its_moment_gives(parts):
+    """internaldate's shortcut (no moment made for a date written as sent) agrees with making the moment."""
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = parts
+    text = f"{day:02d}-{month}-{year:04d} {hour:02d}:{minute:02d}:{second:02d} {sign}{zone_hours:02d}{zone_minutes:02d}"
+    moment = parse_internaldate(text)
+    assert internaldate(text) == ("" if moment is None else format_internaldate(moment))
+
+
+FLAG_BYTES = [bytes([b]) for b in range(0x21, 0x100) if b not in b'()[]"{}\x7f']
+FLAG_WORD = st.one_of(st.sampled_from([b"\\Seen", b"\\Recent", b"\\Answered", b"\\Foo", b"$Label1", b"NIL", b"nil",
+                                       "日本".encode(), b"\\*", b"a%b", b"x\x80y"]),
+                      st.lists(st.sampled_from(FLAG_BYTES), min_size=1, max_size=6).map(b"".join))
+DATES = st.sampled_from([b"01-Jan-2015 07:36:43 +0000", b" 7-Jul-1996 02:44:25 -0700", b"31-Feb-2020 10:00:00 +0000",
+                         b"17-jul-1996 02:44:25 +0930", b"not a date", b"", "日本".encode()])
+
+
+@settings(max_examples=500)
+@given(st.integers(1, 2**32 - 1), st.lists(FLAG_WORD, max_size=5), st.integers(0, 10**12), DATES, st.booleans())
+def test_a_plain_listing_answer_is_read_as_its_tokens_read_it(uid, flags, size, date, details):
+    """A listing's answer in the plain form is read without its tokens (a shortcut): to the same record."""
+    from mailstack.imap.client import _LISTED, _Listing
+
+    line = b"* 3 FETCH (UID %d FLAGS (%s)" % (uid, b" ".join(flags))
+    line += (b' RFC822.SIZE %d INTERNALDATE "%s")' % (size, date)) if details else b")"
+    response = classify([line])
+    assert _LISTED.fullmatch(line)  # the shortcut is taken
+    listing = _Listing(lambda asked: True, details)
+    assert listing(response) is True
+    assert listing.result() == [_Listing(lambda asked: True, details)._record(uid, fetch_items(response.tokens()))]
+
+
+@pytest.mark.parametrize("literal", [b"", b"Subject: x\r\n\r\nbody)\r\n", b"(UID 9 BODY[] {3}", None],
+                         ids=["empty", "message", "looks-like-an-answer", "not-kept"])
+def test_a_body_answer_is_read_as_its_tokens_read_it(literal):
+    """A body asked alone (``UID n BODY[] {size}`` literal ``)``) is read without its tokens: to the same items."""
+    from mailstack.imap.client import _BODY, _Fetched
+    from mailstack.imap.wire import Unread
+
+    body = Unread(5000, "too large") if literal is None else literal
+    parts = [b"* 3 FETCH (UID 12 BODY[] {%d}" % len(body), body, b")"]
+    assert _BODY.fullmatch(parts[0])
+    fetched = _Fetched(lambda uid: True)
+    assert fetched(classify(parts)) is True
+    reference = fetch_items(classify(parts).tokens())
+    assert fetched.items == {12: reference} and fetched.items[12]["BODY[]"] is body

@@ -123,14 +123,17 @@ def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
     assert [[m.uid for m in g] for g in groups] == [[1, 2], [3], [4], [5, 6], [7]]
 
 
-def test_pending_messages_are_batched_as_listed_ones_and_held_in_16_bytes_each():
-    messages = [listed(n, size=s) for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
+def test_pending_messages_are_batched_as_listed_ones_and_held_in_16_bytes_each_with_their_metadata_as_listed():
+    flags = [frozenset(), frozenset({"\\Seen"}), frozenset({"$Label1", "\\Seen"})]
+    messages = [listed(n, size=s, flags=flags[n % 3], date_=f"0{n}-Jan-2020 10:00:00 +0900")
+                for n, s in enumerate([400, 400, 400, 5000, 10, 10, 10], start=1)]
     pending = plan.Pending.of(messages)
     assert len(pending) == 7 and pending.bytes == 6230
     assert pending.uids.itemsize + pending.sizes.itemsize == 16
+    assert all(pending.flags[i] is m.flags and pending.dates[i] is m.internaldate for i, m in enumerate(messages))
     assert list(pending.batches(max_bytes=1000, max_count=2)) == [
-        ([m.uid for m in group], sum(m.size for m in group)) for group in plan.batches(messages, max_bytes=1000,
-                                                                                       max_count=2)]
+        ([m.uid for m in group], sum(m.size for m in group), {m.uid: (m.flags, m.internaldate) for m in group})
+        for group in plan.batches(messages, max_bytes=1000, max_count=2)]
 
 
 
