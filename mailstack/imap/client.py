@@ -479,7 +479,7 @@ class ImapConnection:
     def _append_args(self, folder: str, message: Message) -> list[bytes | Literal]:
         """Flags, date (when there is one) and body of one message to APPEND, each through its writer."""
         try:
-            args: list[bytes | Literal] = [wire.flag_list(message.flags - SERVER_FLAGS)]
+            args: list[bytes | Literal] = [_flag_list(message.flags)]
             if message.internaldate:
                 args.append(wire.date_time(message.internaldate))
         except ValueError as exc:
@@ -807,6 +807,12 @@ def _flags(token: Token) -> tuple[frozenset[str], list[str]]:
     """
     flags, dropped = wire.flags_of(token)
     return _shared(flags - SERVER_FLAGS), [f"flag '{wire.printable(f, 80)}' dropped: not an IMAP flag" for f in dropped]
+
+
+@lru_cache(maxsize=1024)
+def _flag_list(flags: frozenset[str]) -> bytes:
+    """The flags a message is stored with (the server's own left out), written; a folder has few sets: kept."""
+    return wire.flag_list(flags - SERVER_FLAGS)
 
 
 _SHARED: dict[frozenset[str], frozenset[str]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -126,7 +127,7 @@ class SyncState:
         for source_uid, target_uid, flags in pairs:
             state.synced[source_uid] = (target_uid, flags)
             state.target_seen = max(state.target_seen, target_uid)
-            rows.append((folder, source_uid, target_uid, " ".join(sorted(flags)), *received.get(source_uid, (None, None))))
+            rows.append((folder, source_uid, target_uid, _text(flags), *received.get(source_uid, (None, None))))
         self._db.executemany(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, source_uid) DO UPDATE SET "
             "target_uid = excluded.target_uid, flags = excluded.flags, size = coalesce(excluded.size, size), "
@@ -146,4 +147,7 @@ class SyncState:
             "SELECT source_uid, size, digest FROM messages WHERE source = ?", (folder,))}
 
 
-
+@lru_cache(maxsize=1024)
+def _text(flags: frozenset[str]) -> str:
+    """Flags as a row holds them; a folder has few sets of flags, each on many messages: kept."""
+    return " ".join(sorted(flags))

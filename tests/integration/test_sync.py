@@ -266,6 +266,20 @@ def test_bad_mailboxes_are_reported_each_with_its_reason_and_the_others_synced(s
     same(old, new, "alice")
 
 
+def test_a_target_that_refuses_the_login_is_that_mailbox_s_error_and_the_others_are_synced(servers, tmp_path):
+    old, new = servers
+    fill(old, "alice", 5)
+    fill(old, "bob", 5, seed=4)
+    # alice's source login succeeds, her target's (made at the same time) is refused: the source session is hung up
+    path = write_accounts(tmp_path / "a.csv", ["alice,old-a,alice@example.com,WRONG-T", "bob,old-b,bob@example.com,new-b"])
+    result = run_cli(tmp_path, "--accounts", str(path))
+    assert result.exit_code == 3
+    (refused,) = [line for line in result.output.splitlines() if line.startswith("alice -> alice@example.com: ")]
+    assert f"target imap://{NEW}:143: login as 'alice@example.com' refused" in refused and "WRONG-T" not in result.output
+    assert new.snapshot("alice@example.com").message_count() == 0
+    same(old, new, "bob")
+
+
 def test_a_missing_folder_asked_for_is_an_error_of_that_mailbox(servers, tmp_path):
     old, new = servers
     fill(old, "alice", 6)
