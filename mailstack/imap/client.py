@@ -530,7 +530,7 @@ class ImapConnection:
                             chunk += arg.data
                             if len(chunk) < _WRITE_AT:
                                 continue
-                            self._writer.write(bytes(chunk))
+                            self._writer.write(chunk)  # not changed after: the next pieces go to a new one
                         else:
                             self._writer.write(bytes(chunk))
                             self._writer.write(arg.data)

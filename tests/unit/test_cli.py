@@ -116,3 +116,27 @@ def test_a_deadline_that_is_not_a_duration_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(app, ["sync", "--source", "imap://127.0.0.9", "--target", "imap://127.0.0.9",
                                       "--accounts", str(accounts), "--deadline", "soon"])
     assert result.exit_code == 2 and "'soon' is not a duration" in result.output
+
+
+def test_sync_is_listed_by_the_app_and_parses_its_own_options_the_same_from_either_door(tmp_path, monkeypatch):
+    """`mailstack sync` goes straight to its argparse parser; the typer app lists it and hands it the same args."""
+    import subprocess
+    import sys
+
+    listed = CliRunner().invoke(app, ["--help"])
+    assert listed.exit_code == 0 and "│ sync " in listed.output and "Copy every mailbox" in listed.output
+    through_app = CliRunner().invoke(app, ["sync", "--help"])
+    assert through_app.exit_code == 0 and "usage: mailstack sync" in through_app.output and "--shard K/N" in through_app.output
+    direct = subprocess.run([sys.executable, "-m", "mailstack.cli", "sync", "--help"], capture_output=True, text=True,
+                            cwd=PROJECT, timeout=60)
+    assert direct.returncode == 0 and direct.stdout == through_app.output
+    unknown = CliRunner().invoke(app, ["sync", "--no-such-option"])
+    assert unknown.exit_code == 2 and "unrecognized arguments: --no-such-option" in unknown.output
+    for bad, says in ((["--jobs", "0"], "--jobs: 0 is not in the range 1 to 64"),
+                      (["--max-message-size", "many"], "'many' is not a whole number")):
+        result = CliRunner().invoke(app, ["sync", "--source", "imap://127.0.0.9", "--target", "imap://127.0.0.9", *bad])
+        assert result.exit_code == 2 and says in result.output, result.output
+    # --accounts from the environment, as before
+    monkeypatch.setenv("MAILSTACK_SYNC_ACCOUNTS", str(tmp_path / "missing.csv"))
+    missing = CliRunner().invoke(app, ["sync", "--source", "imap://127.0.0.9", "--target", "imap://127.0.0.9"])
+    assert missing.exit_code == 1 and "missing.csv" in missing.output and "Traceback" not in missing.output
