@@ -281,7 +281,7 @@ class _MailboxRun:
     async def sync(self) -> None:
         src, tgt = self.src, self.tgt
         (source_ns, source_listed, source_subscribed), (target_ns, target_listed, target_subscribed) = \
-            await asyncio.gather(_folders(src), _folders(tgt))  # both servers asked at once
+            await _both(_folders(src), _folders(tgt))  # both servers asked at once
         source_folders = [f for f in source_listed if f.selectable]
         target_folders = {f.name for f in target_listed if f.selectable}
         naming = names.naming_for(target_ns.delimiter)
@@ -291,7 +291,7 @@ class _MailboxRun:
             self.result.folder(missing).errors = ["no such folder on the source"]
         # Every folder's STATUS on each side in one round trip: an unchanged folder costs nothing more.
         wanted = [p for p in plans if p.target is not None]
-        source_statuses, target_statuses = await asyncio.gather(
+        source_statuses, target_statuses = await _both(
             src.statuses(list(dict.fromkeys(p.source for p in wanted))),
             tgt.statuses(list(dict.fromkeys(p.target for p in wanted if p.target in target_folders))))
         for folder in plans:
@@ -523,6 +523,19 @@ class _MailboxRun:
         result.copied += len(messages)
         result.bytes += size
         self.progress.advanced(self.account.source_user, len(messages), size)
+
+
+async def _both(first, second) -> list:
+    """Two awaitables at once, their results; when one fails, the other is cancelled and waited for, and the
+    failure raised as it is (a lost session is then retried with nothing left running on the other)."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _folders(connection: ImapConnection):

@@ -219,3 +219,4 @@ def test_the_same_problem_on_many_messages_is_one_line():
     assert plan.check_answer([1, 2, 3, 5, 6, 7], fetched)[1] == [
         "messages UID 5:6 left out: asked for, and not sent by the source",
         "messages UID 1:3,7: flag 'x y' dropped: not an IMAP flag"]
+

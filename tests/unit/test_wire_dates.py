@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailstack.imap.wire import date_time, format_internaldate, internaldate, parse_internaldate
@@ -32,3 +32,23 @@ def test_spellings_of_one_date_come_back_in_one_form():
     assert internaldate("07-Jul-1996 02:44:25 -0060") == "07-Jul-1996 02:44:25 -0100"
     assert internaldate("07-Jul-1996 02:44:25 +0000") == "07-Jul-1996 02:44:25 +0000"
     assert date_time(" 7-jul-1996 02:44:25 -0000") == b'"07-Jul-1996 02:44:25 +0000"'
+
+
+def edges(*values: int):
+    """Values at the edges of a field, and any in between."""
+    return st.one_of(st.sampled_from(values), st.integers(min(values), max(values)))
+
+
+@settings(max_examples=2000)
+@given(st.tuples(edges(0, 1, 28, 29, 30, 31, 32), st.sampled_from(["Jan", "Feb", "feb", "Apr", "Jun", "Sep", "Nov",
+                                                                   "Dec", "Foo"]),
+                 st.sampled_from([1, 2, 1900, 1996, 2000, 2023, 2024, 2100, 9998, 9999]), edges(0, 23, 24, 25),
+                 edges(0, 59, 60, 61), edges(0, 59, 60, 61), st.sampled_from("+-"), edges(0, 23, 24, 25),
+                 edges(0, 30, 59, 60)))
+def test_a_date_taken_as_written_is_exactly_the_one_its_moment_gives(parts):
+    """internaldate's shortcut (no moment made for a date written as sent) agrees with making the moment."""
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = parts
+    text = f"{day:02d}-{month}-{year:04d} {hour:02d}:{minute:02d}:{second:02d} {sign}{zone_hours:02d}{zone_minutes:02d}"
+    moment = parse_internaldate(text)
+    assert internaldate(text) == ("" if moment is None else format_internaldate(moment))
+
