@@ -33,7 +33,7 @@ from mailstack.host import files as hostfiles
 from mailstack.host.files import AUTH_POLICY_PORT, DKIM_PORT, FROM_MILTER_PORT, GUARDS, QUOTA_STATUS_PORT, Placement
 from mailstack.local import loopback
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.system import MachineNotReady, ensure_vmail_user
+from mailstack.local.system import MachineNotReady, children, ensure_vmail_user
 from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
 from mailstack.stack.settings import Settings
 
@@ -132,7 +132,10 @@ class LocalHost:
         pids = [self._pid(relative) for relative in
                 ("var/spool/postfix/pid/master.pid", "run/dovecot/master.pid", "run/opendkim/opendkim.pid",
                  *(f"run/mailstack/{unit}.pid" for unit in GUARDS))]
-        _terminate([pid for pid in pids if pid])
+        dovecot = pids[1]
+        # Dovecot's master waits about a second for its children to go: they are told too.
+        _terminate([pid for pid in pids if pid] + (children(dovecot) if dovecot else []),
+                   wake=((self.address, DKIM_PORT), (self.address, FROM_MILTER_PORT)))
         # Children may hold a listening socket a moment longer than their master.
         deadline = time.monotonic() + 10
         while busy_port(self.address, [*PORTS.values(), *HELPER_PORTS]) and time.monotonic() < deadline:
@@ -159,14 +162,21 @@ class LocalHost:
             return None
 
 
-def _terminate(pids: list[int], timeout: float = 15.0) -> None:
-    """SIGTERM to all at once (OpenDKIM alone takes about 6 s to exit), then wait; SIGKILL after ``timeout``."""
+def _terminate(pids: list[int], timeout: float = 15.0, wake: tuple[tuple[str, int], ...] = ()) -> None:
+    """SIGTERM to all at once, then wait; SIGKILL after ``timeout``.
+
+    A milter (OpenDKIM, the From check) sees the signal only when its listener wakes, up to 5 s later unless a
+    connection comes: while waiting, a connection is made to each ``wake`` address.
+    """
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while pids and time.monotonic() < deadline:
         pids = [pid for pid in pids if _alive(pid)]
+        for address in wake if pids else ():
+            with contextlib.suppress(OSError):
+                socket.create_connection(address, timeout=1).close()
         time.sleep(0.05)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

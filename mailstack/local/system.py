@@ -1,9 +1,10 @@
-"""What the local servers need of this machine, set up once and idempotently: the vmail user."""
+"""What the local servers need of this machine, set up once and idempotently: the vmail user; and their processes."""
 
 from __future__ import annotations
 
 import pwd
 import subprocess
+from pathlib import Path
 
 from mailstack.host.files import VMAIL_UID
 
@@ -24,3 +25,16 @@ def ensure_vmail_user() -> pwd.struct_passwd:
         raise MachineNotReady(f"user vmail has uid {user.pw_uid}, but the host configuration pins {VMAIL_UID}: "
                            f"change it with usermod -u {VMAIL_UID} vmail")
     return user
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue  # exited meanwhile
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found

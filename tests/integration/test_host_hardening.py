@@ -306,8 +306,7 @@ def test_guessing_from_one_address_stops_after_its_limit_whatever_the_accounts(m
 
 def test_smtp_auth_goes_through_the_same_policy(mail_host, tls):
     # TARGET's limit is used up by the test above when the module runs whole; this test stands alone too.
-    for n in range(ACCOUNT_FAILURES):
-        imap_login(TARGET, "wrong", f"127.0.11.{180 + n}")
+    guess([(TARGET, f"127.0.11.{180 + n}") for n in range(ACCOUNT_FAILURES)], workers=ACCOUNT_FAILURES)
     with smtplib.SMTP_SSL(ADDRESS, 465, context=tls, timeout=30, source_address=("127.0.11.199", 0)) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError):
             client.login(TARGET, password(TARGET))

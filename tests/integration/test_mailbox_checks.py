@@ -13,6 +13,7 @@ from mailstack.checks import Status, Target
 from mailstack.checks.mailboxes import CHECK, judge_mailboxes, mailbox_check
 from mailstack.checks.outbound import CHECK as OUTBOUND_CHECK
 from mailstack.cli import app
+from mailstack.local.dnsserver import AuthoritativeDns
 from mailstack.local.imapserver import DovecotImap, User
 from mailstack.imap.endpoint import Endpoint
 from mailstack.migration.status import old_server_activity
@@ -20,11 +21,11 @@ from mailstack.sync.accounts import Account
 from mailstack.sync.compare import FolderCounts, MailboxComparison, compare_mailboxes
 from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.plan import FolderRules
-from tests.conftest import require_imap_servers
+from tests.conftest import require_imap_servers, require_tool
 
 pytestmark = pytest.mark.integration
 
-OLD, NEW = "127.0.7.1", "127.0.7.2"
+OLD, NEW, DNS = "127.0.7.1", "127.0.7.2", "127.0.7.3"
 SOURCE, TARGET = Endpoint("imap", OLD, 143), Endpoint("imap", NEW, 143)
 FOLDERS = ["INBOX", "Sent", "Sent Items", "日本語", 'Say "hi"', "Archive/2024"]
 CUTOVER = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
@@ -39,6 +40,15 @@ def servers():
                       host_name="mail.example.com")
     with old, new:
         yield old, new
+
+
+@pytest.fixture
+def dns():
+    """A DNS server for example.com with no mail records: the DNS checks fail at once (none answering, after 3 s)."""
+    require_tool("knotd")
+    with AuthoritativeDns(DNS, ["example.com"]) as server:
+        server.serve([])
+        yield server
 
 
 def message(n: int) -> bytes:
@@ -234,13 +244,13 @@ def test_verify_with_accounts_needs_the_old_server(tmp_path):
     assert "--source: give the old server" in result.output and "--map:" in result.output
 
 
-def test_verify_compares_the_mailboxes_given_accounts_and_says_so_when_skipped(servers, tmp_path):
+def test_verify_compares_the_mailboxes_given_accounts_and_says_so_when_skipped(servers, dns, tmp_path):
     old, new = servers
     synced(servers, tmp_path, "alice")
     csv = tmp_path / "accounts.csv"
     csv.write_text("source_user,source_password,target_user,target_password\nalice,old-a,alice@example.com,new-a\n")
     args = ["verify", "--host", "mail.example.com", "--domain", "example.com", "--address", NEW,
-            "--cafile", str(new.cert), "--dns-server", "127.0.7.9:53", "--json"]
+            "--cafile", str(new.cert), "--dns-server", dns.server, "--json"]
     # Only Dovecot runs on the new address: the other checks fail; the mailbox comparison passes over imaps
     # to --address, the certificate checked against the host name.
     result = CliRunner().invoke(app, args + ["--accounts", str(csv), "--source", f"imap://{OLD}"])

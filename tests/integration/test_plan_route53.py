@@ -202,15 +202,16 @@ def test_a_plan_taking_over_too_many_existing_records_is_refused_unless_forced(a
     assert not any(h["kind"] == "spf" and "stops authorising" in h["message"] for h in hazards)
 
 
-def test_a_zone_of_10000_record_sets_is_read_through_every_page(aws, project):
+def test_a_zone_of_3000_record_sets_is_read_through_every_page(aws, project):
+    # Route53 (and moto) list 300 record sets a page: 3,020 record sets are 11 pages, every boundary crossed.
     route53, zone_id = aws
     apply(route53, zone_id, plan_json())
-    change(route53, zone_id, [("CREATE", f"h{n}.{ZONE}", "A", 300, [f"198.51.100.{n % 250 + 1}"]) for n in range(10_000)])
+    change(route53, zone_id, [("CREATE", f"h{n}.{ZONE}", "A", 300, [f"198.51.100.{n % 250 + 1}"]) for n in range(3_000)])
     planned = plan_json("--detailed-exitcode")
-    assert planned["counts"]["existing"] == 10_000 + 18 + 2
-    assert planned["counts"]["foreign"] == 10_002 and planned["changes"] == []
+    assert planned["counts"]["existing"] == 3_000 + 18 + 2
+    assert planned["counts"]["foreign"] == 3_002 and planned["changes"] == []
     text = plan().stdout
-    assert "... and 9902 more (--format json lists all)" in text
+    assert "... and 2902 more (--format json lists all)" in text
 
 
 def test_txt_values_over_255_characters_compare_by_their_joined_text(aws, project):

@@ -62,7 +62,7 @@ def test_a_small_rehearsal_passes_every_step_and_loses_nothing(ready):
 
 
 def test_an_interrupted_rehearsal_leaves_nothing_running(ready):
-    process = subprocess.Popen([*MAILSTACK, "rehearse", "-s", "dev", "--messages", "4000"], cwd=PROJECT,
+    process = subprocess.Popen([*MAILSTACK, "rehearse", "-s", "dev", "--messages", "1000"], cwd=PROJECT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
     try:
@@ -72,11 +72,13 @@ def test_an_interrupted_rehearsal_leaves_nothing_running(ready):
                 break
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
+        seen += process.stderr.readlines()  # to the end: every daemon of a rehearsal writes to its own log
         process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
     assert any(line.startswith("… sync") for line in seen), "".join(seen)
+    assert not any(line.startswith("ok  sync") for line in seen), "the sync ended before the interrupt"
     assert process.returncode != 0
     assert rehearsal_addresses() == []
     assert rehearsal_processes() == []

@@ -37,6 +37,9 @@ ADDRESS, DNS_ADDRESS, PERMISSIVE_ADDRESS = "127.0.3.21", "127.0.5.21", "127.0.3.
 RELAY_ADDRESS = "127.0.40.3"  # an SMTP sink standing in for the dev stack's relay
 SEED = "verify-seed-" + "x" * 36
 USER = "user1@example.com"
+# The module's one wrong password: Dovecot lengthens its delay after a failed login for each new wrong password
+# from a client address (here always 127.0.0.1), not for one tried again.
+WRONG = "not-the-password"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,7 @@ def test_verify_record_writes_evidence_of_this_host_on_success(target, mail_host
                                     "probe": "outbound-probe@example.net", "action": "relayed",
                                     "remote_mta": RELAY_ADDRESS}
 
-    (tmp_path / "pw").write_text("wrong password\n")
+    (tmp_path / "pw").write_text(WRONG + "\n")
     (project / "stacks/evidence/t.json").unlink()
     failed = CliRunner().invoke(app, [
         "verify", "-s", "t", "--address", ADDRESS, "--user", USER, "--password-file", str(tmp_path / "pw"),
@@ -232,7 +235,7 @@ def test_auth_offered_before_starttls_is_caught(target, mail_host):
 
 
 def test_a_wrong_password_fails_delivery_with_its_remedy(target):
-    results = SERVICE_CHECKS[5](Target(**{**vars(target), "password": "not-the-password"}))
+    results = SERVICE_CHECKS[5](Target(**{**vars(target), "password": WRONG}))
     assert statuses(results) == {"submission 587": Status.ERROR, "submission 465": Status.ERROR}
     assert all("password" in r.remedy for r in results)
 
