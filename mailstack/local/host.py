@@ -155,6 +155,22 @@ class LocalHost:
                 problems.append(f"could not remove {self.address}: run ip addr del {self.address}/32 dev lo")
         return problems
 
+    def reload_postfix(self, timeout: float = 10.0) -> None:
+        """``postfix reload``, returning once the new configuration is in force: the master has logged its reload,
+        and no smtpd that read the old one is left to take a connection (``postfix reload`` only signals)."""
+        master = self._pid("var/spool/postfix/pid/master.pid")
+        old = {pid for pid in children(master) if _command(pid) == "smtpd"} if master else set()
+        log = self.log_dir / "postfix.log"
+        reloads = _reloads(log)
+        _run(["postfix", "-c", str(self.postfix_dir), "reload"], "reloading Postfix")
+        deadline = time.monotonic() + timeout
+        while (old or _reloads(log) <= reloads) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            old = {pid for pid in old if _alive(pid)}
+        if old or _reloads(log) <= reloads:
+            raise LocalHostError(f"Postfix on {self.address} did not reload within {timeout:.0f} s"
+                                 + (f" (smtpd {sorted(old)} still running)" if old else ""))
+
     def _pid(self, relative: str) -> int | None:
         try:
             return int((self.root / relative).read_text().split()[0])
@@ -181,6 +197,22 @@ def _terminate(pids: list[int], timeout: float = 15.0, wake: tuple[tuple[str, in
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _command(pid: int) -> str:
+    """A process's command name, or "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _reloads(log: Path) -> int:
+    """How many reloads the Postfix master has logged."""
+    try:
+        return log.read_text(errors="replace").count("reload -- version")
+    except OSError:
+        return 0
 
 
 def _alive(pid: int) -> bool:

@@ -92,7 +92,7 @@ def statuses(results) -> dict[str, Status]:
 
 def postconf(host, *settings: str) -> None:
     subprocess.run(["postconf", "-c", str(host.postfix_dir), *settings], check=True)
-    subprocess.run(["postfix", "-c", str(host.postfix_dir), "reload"], check=True, capture_output=True)
+    host.reload_postfix()
 
 
 # ------------------------------------------------------------------ healthy host
@@ -225,13 +225,13 @@ def test_auth_offered_before_starttls_is_caught(target, mail_host):
     master.write_text(original.replace("smtpd_tls_auth_only=yes", "smtpd_tls_auth_only=no\n"
                                        "  -o smtpd_sasl_security_options=noanonymous")
                       .replace("smtpd_tls_security_level=encrypt", "smtpd_tls_security_level=may"))
-    subprocess.run(["postfix", "-c", str(mail_host.postfix_dir), "reload"], check=True, capture_output=True)
+    mail_host.reload_postfix()
     try:
         (result,) = SERVICE_CHECKS[3](target)
         assert result.status is Status.ERROR and "port 587 offers AUTH in plain text" in result.detail
     finally:
         master.write_text(original)
-        subprocess.run(["postfix", "-c", str(mail_host.postfix_dir), "reload"], check=True, capture_output=True)
+        mail_host.reload_postfix()
 
 
 def test_a_wrong_password_fails_delivery_with_its_remedy(target):
