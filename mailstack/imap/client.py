@@ -730,8 +730,13 @@ class _Listing(_Fetched):
 
     def __call__(self, response: Untagged) -> bool:
         match = _LISTED.fullmatch(response.parts[0]) if len(response.parts) == 1 else None
-        if match and (match[3] is not None) == self.details and int(match[1]) not in self.items:
-            return self._take_plain(match)
+        if match and (match[3] is not None) == self.details and (uid := int(match[1])) not in self.items:
+            # The plain form nearly every server sends (:data:`_LISTED`): read without its tokens, to the same record.
+            if uid in self.listed or not self.asked(uid):
+                return False
+            self.listed[uid] = self._made(uid, _flags_written(match[2]), match[3] and match[3].decode(),
+                                          match[4] and match[4].decode("utf-8", "surrogateescape"))
+            return True
         found = wire.fetch_items(response.tokens())
         uid = _number(found.get("UID"))
         if uid is None or uid in self.listed or not self.asked(uid):
@@ -744,29 +749,18 @@ class _Listing(_Fetched):
             self.listed[uid] = self._record(uid, self.items.pop(uid))
         return bool(added)
 
-    def _take_plain(self, match: re.Match) -> bool:
-        """An answer in the plain form nearly every server sends (:data:`_LISTED`), read without its tokens: the
-        same record as its tokens give."""
-        uid = int(match[1])
-        if uid in self.listed or not self.asked(uid):
-            return False
-        flags, problems = _flags_written(match[2])
-        size, date = 0, ""
-        if self.details:
-            size = int(match[3])
-            date, problem = _date(match[4].decode("utf-8", "surrogateescape"))
-            problems += tuple(problem)
-        self.listed[uid] = Listed(uid, flags, size, date, problems)
-        return True
-
     def _record(self, uid: int, found: dict[str, Token]) -> Listed:
-        flags, problems = _flags(found.get("FLAGS"))
-        size, date = 0, ""
-        if self.details:  # a size that is not a number counts as 0: memory is charged by the bytes received anyway
-            size = _number(found.get("RFC822.SIZE"))
-            date, problem = _date(found.get("INTERNALDATE"))
-            problems += problem
-        return Listed(uid, flags, size or 0, date, tuple(problems))
+        return self._made(uid, _flags(found.get("FLAGS")), found.get("RFC822.SIZE"), found.get("INTERNALDATE"))
+
+    def _made(self, uid: int, flagged: tuple[frozenset[str], list[str] | tuple[str, ...]], size: Token,
+              date: Token) -> Listed:
+        """The record of a UID from its checked flags (and their problems) and, with details, its size and date."""
+        flags, problems = flagged[0], tuple(flagged[1])
+        if not self.details:
+            return Listed(uid, flags, 0, "", problems)
+        # a size that is not a number counts as 0: memory is charged by the bytes received anyway
+        date, problem = _date(date)
+        return Listed(uid, flags, _number(size) or 0, date, problems + tuple(problem))
 
     def result(self) -> list[Listed]:
         """Every UID answered, in UID order (one whose answer lacked an item asked for, with what it had)."""
