@@ -100,16 +100,22 @@ def test_an_untouched_mailbox_is_skipped_folder_by_folder_and_the_report_says_so
     assert new.snapshot(mailbox).folders == old.snapshot(mailbox).folders
 
 
+def make(change: str, server: DovecotImap, mailbox: str, folder: str, *, first: int, flagged: tuple[str, str]) -> None:
+    """One change to ``folder``: new mail (numbered from ``first``), message 1 expunged, or ``flagged``'s message
+    given its flags (sequence number, flag list)."""
+    if change == "new mail":
+        add(server, mailbox, folder, first)
+    elif change == "expunge":
+        store(server, mailbox, folder, "STORE", "1", "+FLAGS.SILENT", "(\\Deleted)")
+    else:
+        store(server, mailbox, folder, "STORE", flagged[0], "+FLAGS.SILENT", flagged[1])
+
+
 @pytest.mark.parametrize("change", ["new mail", "expunge", "flag"])
 def test_a_folder_changed_on_the_source_is_synced_and_only_it(servers, mailbox, tmp_path, change):
     old, new = servers
     sync(mailbox, tmp_path)
-    if change == "new mail":
-        add(old, mailbox, "Sent", 100)
-    elif change == "expunge":
-        store(old, mailbox, "Sent", "STORE", "1", "+FLAGS.SILENT", "(\\Deleted)")
-    else:
-        store(old, mailbox, "Sent", "STORE", "2", "+FLAGS.SILENT", "(\\Flagged $Important)")
+    make(change, old, mailbox, "Sent", first=100, flagged=("2", "(\\Flagged $Important)"))
     again = sync(mailbox, tmp_path)
     assert unchanged(again) == {"INBOX": True, "Sent": False, "Archive": True}
     assert again.total("copied") == (change == "new mail") and again.total("flag_updates") == (change == "flag")
@@ -122,12 +128,7 @@ def test_a_folder_changed_on_the_source_is_synced_and_only_it(servers, mailbox, 
 def test_a_folder_changed_on_the_target_is_looked_at_not_skipped(servers, mailbox, tmp_path, change):
     old, new = servers
     sync(mailbox, tmp_path)
-    if change == "new mail":
-        add(new, mailbox, "Archive", 200)
-    elif change == "expunge":
-        store(new, mailbox, "Archive", "STORE", "1", "+FLAGS.SILENT", "(\\Deleted)")
-    else:
-        store(new, mailbox, "Archive", "STORE", "1", "+FLAGS.SILENT", "(\\Answered)")
+    make(change, new, mailbox, "Archive", first=200, flagged=("1", "(\\Answered)"))
     again = sync(mailbox, tmp_path)
     assert unchanged(again) == {"INBOX": True, "Sent": True, "Archive": False}
     assert again.total("copied") == 0 and again.total("flag_updates") == 0  # the user's changes there are left alone
