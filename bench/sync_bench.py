@@ -10,6 +10,7 @@ Targets (10,000 messages): full copy <= 0.4 x mbsync's wall time, no-op re-sync 
 peak RSS < 100 MB. `mailstack` is always this checkout's code (PYTHONPATH set to it, the bench's interpreter).
 
     .venv/bin/python bench/sync_bench.py [--small] [--users 5] [--messages 10000] [--megabytes 327] [--json]
+    .venv/bin/python bench/sync_bench.py --anchor 30cb9a8   # also mailstack as of that revision (127.0.6.5)
     .venv/bin/python bench/sync_bench.py --scenario shards [--small]   # two shards (127.0.43.21 -> .22)
     .venv/bin/python bench/sync_bench.py --scenario large [--sizes 10000,50000,100000]   # 127.0.42.1 -> .2-.4
     .venv/bin/python bench/sync_bench.py --scenario many [--mailboxes 2000 --per-mailbox 20]  # 127.0.42.11 -> .12-.14
@@ -42,14 +43,15 @@ from mailstack.imap import utf7  # noqa: E402
 from mailstack.local.imapserver import DovecotImap, User  # noqa: E402
 
 OLD = "127.0.6.1"
-NEW = {"mailstack": "127.0.6.2", "mbsync": "127.0.6.3", "doveadm": "127.0.6.4"}
+NEW = {"mailstack": "127.0.6.2", "mbsync": "127.0.6.3", "doveadm": "127.0.6.4", "anchor": "127.0.6.5"}
 FOLDERS = {"INBOX": 40, "Sent": 20, "Archive/2023": 15, "Archive/2024 日本": 15, "Projets/Été": 10}
 KEYWORDS = ("$Forwarded", "$Label1", "Important")  # Maildir letters a, b, c
 WORDS = ("the meeting budget invoice report draft review café naïve 日本 quarterly server migration please "
          "attached thanks regards schedule Zürich déjà vu project update").split()
 # `mailstack` as this checkout's code runs it, whatever the venv has installed (an editable install may point at
-# another checkout): the interpreter running the bench, with this tree first on the path.
-MAILSTACK = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-m", "mailstack.cli"]
+# another checkout): the interpreter running the bench, with this tree first on the path; -P, so that the current
+# directory (another checkout, when the bench is run from one) is not put before it.
+MAILSTACK = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-P", "-m", "mailstack.cli"]
 
 
 # ---------------------------------------------------------------- corpus
@@ -177,9 +179,10 @@ def write_accounts(users: list[User], path: Path) -> Path:
     return path
 
 
-def mailstack_commands(users: list[User], work: Path, source: str, target: str, jobs: int) -> list[list[str]]:
+def mailstack_commands(users: list[User], work: Path, source: str, target: str, jobs: int,
+                       program: list[str] = MAILSTACK) -> list[list[str]]:
     accounts = write_accounts(users, work / "accounts.csv")
-    return [[*MAILSTACK, "sync", "--source", f"imap://{source}:143", "--target", f"imap://{target}:143",
+    return [[*program, "sync", "--source", f"imap://{source}:143", "--target", f"imap://{target}:143",
              "--accounts", str(accounts), "--jobs", str(jobs), "--state-dir", str(work / "state"), "--json"]]
 
 
@@ -206,13 +209,31 @@ def doveadm_commands(users: list[User], server: DovecotImap, source: str) -> lis
              "-o", "imapc_features=rfc822.size fetch-headers", "backup", "-R", "-u", u.name, "imapc:"] for u in users]
 
 
-def tool_commands(name: str, users: list[User], work: Path, source: str, new: DovecotImap, jobs: int) -> list[list[str]]:
+def tool_commands(name: str, users: list[User], work: Path, source: str, new: DovecotImap, jobs: int,
+                  anchor: Path | None = None) -> list[list[str]]:
     """The command lines of one tool copying ``users`` from ``source`` to ``new``."""
     if name == "mailstack":
         return mailstack_commands(users, work, source, new.address, jobs)
+    if name == "anchor":
+        return mailstack_commands(users, work, source, new.address, jobs, anchor_program(anchor))
     if name == "mbsync":
         return mbsync_commands(users, work, source, new.address)
     return doveadm_commands(users, new, source)
+
+
+def export_anchor(revision: str, work: Path) -> Path:
+    """This repository's ``mailstack`` package as of ``revision``, unpacked under ``work`` and compiled."""
+    tree = work / "anchor-src"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(PROJECT), "archive", revision, "mailstack", "templates"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "mailstack")], check=True)
+    return tree
+
+
+def anchor_program(tree: Path) -> list[str]:
+    return ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "mailstack.cli"]
 
 
 def startup_seconds() -> float:
@@ -276,7 +297,7 @@ def bench_tool(name: str, commands: list[list[str]], work: Path, corpus: dict, c
     noop = run_parallel(commands, work, f"{name}-noop")
     after_noop = check()
     said = [line for run in (full, noop) for out in run["outputs"] for line in out.splitlines()
-            if line.strip() and " Info: " not in line and name != "mailstack"]
+            if line.strip() and " Info: " not in line and name not in ("mailstack", "anchor")]
     return {"full_s": full["wall_s"], "msgs_per_s": corpus["messages"] / full["wall_s"],
             "mb_per_s": corpus["bytes"] / 1e6 / full["wall_s"], "processes": len(commands),
             "peak_rss_mb": sum(full["peak_rss_kb"]) / 1024, "peak_rss_mb_max_process": max(full["peak_rss_kb"]) / 1024,
@@ -320,14 +341,17 @@ def table(report: dict) -> str:
     m = report["tools"].get("mailstack")
     if m:
         lines.append(f"mailstack via {report['mailstack_via']}; start-up alone {report['mailstack_startup_s']:.2f} s")
+        if report.get("anchor"):
+            lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
         for run, totals in m.get("reports", {}).items():
             lines.append(f"mailstack {run} run reported: {totals}")
-        lines += targets(m, report["tools"].get("mbsync"))
+        lines += targets(m, report["tools"].get("mbsync"), report["tools"].get("anchor"), report.get("anchor"))
     return "\n".join(lines)
 
 
-def targets(m: dict, mbsync: dict | None) -> list[str]:
-    """The issue's targets for the 10,000-message corpus, each with the figure and PASS or FAIL."""
+def targets(m: dict, mbsync: dict | None, anchor: dict | None = None, revision: str | None = None) -> list[str]:
+    """The issue's targets for the 10,000-message corpus, each with the figure and PASS or FAIL; with an anchor
+    run, its CPU halved is the CPU target measured on this machine."""
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
     lines = [f"target CPU <= 1.1 s: {verdict(m['cpu_s'] <= 1.1)} ({m['cpu_s']:.2f} s); "
@@ -337,6 +361,11 @@ def targets(m: dict, mbsync: dict | None) -> list[str]:
         lines.append(f"target full copy <= 0.4 x mbsync: {verdict(ratio <= 0.4)} ({m['full_s']:.2f} s = "
                      f"{ratio:.2f} x {mbsync['full_s']:.2f} s); target no-op <= mbsync's: "
                      f"{verdict(m['noop_s'] <= mbsync['noop_s'])} ({m['noop_s']:.2f} s vs {mbsync['noop_s']:.2f} s)")
+    if anchor:
+        lines.append(f"target CPU <= half of the anchor's ({revision}, same run): "
+                     f"{verdict(m['cpu_s'] <= anchor['cpu_s'] / 2)} ({m['cpu_s']:.2f} s vs {anchor['cpu_s']:.2f} s); "
+                     f"full copy {m['full_s'] / anchor['full_s']:.2f} x, no-op {m['noop_s'] / anchor['noop_s']:.2f} x "
+                     "the anchor's")
     return lines
 
 
@@ -349,6 +378,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--small", action="store_true", help="quick run: 500 messages, 16 MB")
     parser.add_argument("--tools", default="mailstack,mbsync,doveadm")
+    parser.add_argument("--anchor", metavar="REV", help="also run mailstack as of this git revision (its own target "
+                                                         "server, 127.0.6.5): the code a target is relative to")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--scenario", choices=("tools", "shards", "large", "many"), default="tools",
                         help="tools: mailstack vs mbsync vs doveadm; shards: two shards of one migration, one "
@@ -391,15 +422,19 @@ def main() -> int:
         source = {u.name: old.snapshot(u.name) for u in users}
         report["mailstack_via"] = f"{' '.join(MAILSTACK[2:])} (this checkout: {PROJECT})"
         report["mailstack_startup_s"] = startup_seconds()
+        anchor = None
+        if args.anchor:
+            anchor, report["anchor"] = export_anchor(args.anchor, work), args.anchor
+            tools.insert(tools.index("mailstack") + 1 if "mailstack" in tools else 0, "anchor")
         for name in tools:
             say(f"{name}: starting its target server and syncing")
             new = stack.enter_context(DovecotImap(NEW[name], users))
             tool_work = work / name
             tool_work.mkdir()
-            commands = tool_commands(name, users, tool_work, OLD, new, args.jobs)
+            commands = tool_commands(name, users, tool_work, OLD, new, args.jobs, anchor)
             result = bench_tool(name, commands, tool_work, corpus, snapshot_check(new, users, source))
             outputs = result.pop("_outputs")
-            if name == "mailstack":
+            if name in ("mailstack", "anchor"):
                 result["reports"] = {run: _mailstack_totals(outputs[run][0]) for run in ("full", "noop")}
             report["tools"][name] = result
             say(f"{name}: {result['full_s']:.1f} s, no-op {result['noop_s']:.2f} s, {result['fidelity']['summary']}")
