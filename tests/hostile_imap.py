@@ -202,6 +202,21 @@ class Malformed(Behaviour):
         await out.send(tag + b" OK " + verb + b" done\r\n")
 
 
+class Deep(Behaviour):
+    """Lists nested a hundred thousand deep: in a message's flags, and in a LIST line's attributes."""
+
+    DEPTH = 100_000
+
+    def __init__(self):
+        deep = b"(" * self.DEPTH + b")" * self.DEPTH
+        super().__init__([Box("INBOX", [Mail(1, mail(1001)), Mail(2, mail(1002), flags=b"(\\Seen " + deep + b")"),
+                                        Mail(3, mail(1003))])])
+
+    async def on_list(self, out: "Wire", tag: bytes, verb: bytes) -> None:
+        await out.send(b"* " + verb + b" (" + b"(" * self.DEPTH + b') "/" Deeper\r\n')
+        await super().on_list(out, tag, verb)
+
+
 class Names(Behaviour):
     """Folder names that would make paths leave a backup's directory, or fill a terminal with escapes."""
 
@@ -228,6 +243,7 @@ MODES = {
     "wrongfetch": WrongFetch,
     "malformed": Malformed,
     "names": Names,
+    "deep": Deep,
 }
 PASSWORD = "hostile"
 

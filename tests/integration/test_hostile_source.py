@@ -338,3 +338,22 @@ def test_folder_names_never_lead_a_backup_out_of_its_mailbox_directory(servers, 
     assert len(notes) == (2 if fmt == "maildir" else 1)
     again = backup(tmp_path, "names", fmt)
     assert again.code == 0 and "0 messages written, 7 already there" in again.out
+
+
+def test_lists_nested_a_hundred_thousand_deep_are_problems_of_their_message_not_a_crash(servers, tmp_path):
+    old, new = servers
+    victim, bystander = before(new, "deep")
+    outcome = sync(tmp_path, "deep")
+    assert outcome.code == 3 and "Traceback" not in outcome.err
+    mailbox = outcome.mailbox("deep")
+    assert mailbox["errors"] == ["INBOX: message UID 2: flag '(...)' dropped: not an IMAP flag"]
+    assert mailbox["copied"] == 3  # the LIST entry nested deep is no folder: nothing else is made
+    behaviour = MODES["deep"]()
+    untouched(new, "deep", victim, bystander,
+              copied=expected(behaviour, {"INBOX": {uid: {"\\Seen"} for uid in (1, 2, 3)}}))
+    assert outcome.mailbox("calm")["in_sync"]
+    calm_copied(new, "deep")
+    saved = backup(tmp_path, "deep", "mbox")
+    assert saved.code == 3 and "Traceback" not in saved.err
+    assert "deep: NOT backed up: INBOX: message UID 2: flag '(...)' dropped" in saved.err
+    assert len((tmp_path / "backup" / "deep" / "INBOX.mbox").read_bytes().split(b"\nFrom ")) == 3
