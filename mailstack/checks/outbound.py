@@ -19,7 +19,7 @@ import uuid
 from email.message import EmailMessage, Message
 
 from mailstack.checks import Check, Result, Target, error, ok
-from mailstack.checks.service import _IMAPS, _SMTP, tls_context
+from mailstack.checks.service import _IMAPS, _SMTP, login_once, tls_context
 from mailstack.stack.settings import OutboundRoute
 
 CHECK = "outbound mail"
@@ -129,7 +129,7 @@ def outbound_check(route: OutboundRoute | None, probe: str | None, *, wait: floa
         try:
             with _SMTP(target, 587) as smtp:
                 smtp.starttls(context=tls_context(target))
-                smtp.login(target.user, target.password)
+                login_once(smtp, target.user, target.password)
                 if not smtp.has_extn("dsn"):
                     return [error(CHECK, "submission on 587 does not offer DSN, so the probe's fate cannot be read",
                                   "remove dsn from smtpd_discard_ehlo_keywords on the host")]

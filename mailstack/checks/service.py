@@ -60,6 +60,23 @@ class _SMTPS(smtplib.SMTP_SSL):
         return self.context.wrap_socket(_connect(self._target, port), server_hostname=self._host)
 
 
+def login_once(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """SMTP AUTH with one mechanism, PLAIN if offered, else LOGIN.
+
+    smtplib's ``login`` tries each mechanism the server offers in turn, so a
+    wrong password would cost one failed login per mechanism against the
+    host's limit of failed logins per account.
+    """
+    smtp.ehlo_or_helo_if_needed()
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPNotSupportedError(f"the server offers no AUTH PLAIN or LOGIN (it offers: "
+                                            f"{' '.join(offered) or 'no AUTH at all'})")
+    smtp.user, smtp.password = user, password
+    smtp.auth(mechanism, getattr(smtp, f"auth_{mechanism.lower()}"))
+
+
 class _IMAPS(imaplib.IMAP4_SSL):
     def __init__(self, target: Target, port: int = 993):
         self._target = target
@@ -222,16 +239,23 @@ def delivery(target: Target, *, wait: float = 30.0) -> list[Result]:
         return [error("delivery", "no test mailbox given", "give --user and --password-file of a test mailbox")]
     token = uuid.uuid4().hex
     results, sent = [], {}
+    refused = None  # the port whose server refused the password: not offered again on the other port
     for port in (587, 465):
+        if refused:
+            results.append(error(f"submission {port}", f"not tried: the password was refused on {refused} (each "
+                                 "refused login counts towards the host's limit of failed logins)",
+                                 "check the test mailbox's password"))
+            continue
         try:
             client = _SMTP(target, port) if port == 587 else _SMTPS(target, port)
             with client as smtp:
                 if port == 587:
                     smtp.starttls(context=tls_context(target))
-                smtp.login(target.user, target.password)
+                login_once(smtp, target.user, target.password)
                 smtp.send_message(_probe(target, str(port), f"{token}-{port}"))
             sent[port] = f"{token}-{port}"
         except (smtplib.SMTPException, OSError) as exc:
+            refused = port if isinstance(exc, smtplib.SMTPAuthenticationError) else None
             results.append(error(f"submission {port}", f"sending with AUTH failed: {exc}",
                                  "check the test mailbox's password and the submission service"))
     if not sent:

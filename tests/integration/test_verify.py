@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -234,10 +235,20 @@ def test_auth_offered_before_starttls_is_caught(target, mail_host):
         mail_host.reload_postfix()
 
 
-def test_a_wrong_password_fails_delivery_with_its_remedy(target):
+def test_a_wrong_password_fails_delivery_with_its_remedy_and_costs_one_failed_login(target, mail_host):
+    def failed_logins() -> int:
+        return (mail_host.log_dir / "postfix.log").read_text(errors="replace").count("authentication failed")
+
+    before = failed_logins()
     results = SERVICE_CHECKS[5](Target(**{**vars(target), "password": WRONG}))
     assert statuses(results) == {"submission 587": Status.ERROR, "submission 465": Status.ERROR}
     assert all("password" in r.remedy for r in results)
+    assert "not tried: the password was refused on 587" in {r.check: r for r in results}["submission 465"].detail
+    deadline = time.monotonic() + 5  # Postfix writes its log through postlogd: wait for the line, then a little more
+    while failed_logins() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert failed_logins() - before == 1  # one mechanism on one port, not PLAIN then LOGIN on 587 and on 465
 
 
 def test_a_server_accepting_tls_1_1_is_caught(tmp_path):
