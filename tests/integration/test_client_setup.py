@@ -78,6 +78,20 @@ def test_autodiscover_answers_outlooks_post_and_a_get_with_the_sheets_values(web
         assert f">{served['Port']}<" in html and f">{smtp['Port']}<" in html and served["Server"] in html
 
 
+def test_outlooks_http_redirect_method_is_sent_to_autodiscover_over_https_with_a_302(web):
+    """MS-OXDISCO 3.1.5.4: a GET over plain HTTP, and only a 302 is followed; Outlook then POSTs to its Location."""
+    settings, _, cert = web
+    name = f"autodiscover.{settings.primary_domain}"
+    plain = http.client.HTTPConnection(ADDRESS, 80, timeout=5)
+    for path in ("/Autodiscover/Autodiscover.xml", "/autodiscover/autodiscover.xml"):
+        plain.request("GET", path, headers={"Host": name})
+        moved = plain.getresponse()
+        moved.read()
+        assert moved.status == 302 and moved.getheader("Location") == f"https://{name}/autodiscover/autodiscover.xml"
+    status, kind, answer = fetch(https(name, cert), "POST", name, "/autodiscover/autodiscover.xml", REQUEST)
+    assert (status, kind) == (200, "text/xml") and autodiscover_protocols(answer)["IMAP"]
+
+
 def test_autoconfig_over_http_and_https_gives_the_sheets_values(web):
     settings, roster, cert = web
     name = f"autoconfig.{settings.primary_domain}"
