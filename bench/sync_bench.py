@@ -232,6 +232,14 @@ def export_anchor(revision: str, work: Path) -> Path:
     return tree
 
 
+def tools_of(args) -> list[str]:
+    """The tools a scenario runs: --tools, with the anchor (--anchor) right after mailstack."""
+    tools = args.tools.split(",")
+    if args.anchor:
+        tools.insert(tools.index("mailstack") + 1 if "mailstack" in tools else 0, "anchor")
+    return tools
+
+
 def anchor_program(tree: Path) -> list[str]:
     return ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "mailstack.cli"]
 
@@ -394,6 +402,8 @@ def main() -> int:
         args.messages, args.megabytes = 500, 16
         args.sizes, args.mailboxes = "1000,5000,10000", 100
     signal.signal(signal.SIGTERM, _interrupted)
+    anchor_work = tempfile.TemporaryDirectory(prefix="mailstack-bench-anchor-")
+    args.anchor_tree = export_anchor(args.anchor, Path(anchor_work.name)) if args.anchor else None
     # Bytecode as an installed mailstack has it (pip compiles on install): a source changed since its last
     # compile, with PYTHONDONTWRITEBYTECODE set, would otherwise be compiled again by every run measured.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PROJECT / "mailstack")], check=True)
@@ -409,7 +419,7 @@ def main() -> int:
         print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else
               (large_table if args.scenario == "large" else many_table)(result))
         return 0
-    tools = args.tools.split(",")
+    tools = tools_of(args)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-syncbench-")))
@@ -422,16 +432,13 @@ def main() -> int:
         source = {u.name: old.snapshot(u.name) for u in users}
         report["mailstack_via"] = f"{' '.join(MAILSTACK[2:])} (this checkout: {PROJECT})"
         report["mailstack_startup_s"] = startup_seconds()
-        anchor = None
-        if args.anchor:
-            anchor, report["anchor"] = export_anchor(args.anchor, work), args.anchor
-            tools.insert(tools.index("mailstack") + 1 if "mailstack" in tools else 0, "anchor")
+        report["anchor"] = args.anchor
         for name in tools:
             say(f"{name}: starting its target server and syncing")
             new = stack.enter_context(DovecotImap(NEW[name], users))
             tool_work = work / name
             tool_work.mkdir()
-            commands = tool_commands(name, users, tool_work, OLD, new, args.jobs, anchor)
+            commands = tool_commands(name, users, tool_work, OLD, new, args.jobs, args.anchor_tree)
             result = bench_tool(name, commands, tool_work, corpus, snapshot_check(new, users, source))
             outputs = result.pop("_outputs")
             if name in ("mailstack", "anchor"):
@@ -532,7 +539,7 @@ def shards_table(result: dict) -> str:
 
 
 LARGE_OLD = "127.0.42.1"
-LARGE_NEW = {"mailstack": "127.0.42.2", "mbsync": "127.0.42.3", "doveadm": "127.0.42.4"}
+LARGE_NEW = {"mailstack": "127.0.42.2", "mbsync": "127.0.42.3", "doveadm": "127.0.42.4", "anchor": "127.0.42.5"}
 
 
 def generate_flat(server: DovecotImap, mailboxes: list[tuple[User, int]], size: int, seed: int, *,
@@ -583,7 +590,7 @@ def large_scenario(args) -> dict:
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     sizes = [int(n) for n in args.sizes.split(",")]
     users = [User(f"big{n}", f"pw-big-{n}") for n in sizes]
-    report = {"sizes": sizes, "message_size": args.message_size, "tools": {}}
+    report = {"sizes": sizes, "message_size": args.message_size, "anchor": args.anchor, "tools": {}}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-largebench-")))
         old = stack.enter_context(DovecotImap(LARGE_OLD, users))
@@ -594,13 +601,13 @@ def large_scenario(args) -> dict:
         say(f"corpus: {report['corpus']['messages']} messages in {report['generate_s']:.1f} s")
         largest = users[-1]
         source = {largest.name: old.snapshot(largest.name)}
-        for name in args.tools.split(","):
+        for name in tools_of(args):
             with DovecotImap(LARGE_NEW[name], users) as new:
                 runs, commands = {}, {}
                 for user, count in zip(users, sizes):
                     user_work = work / name / user.name
                     user_work.mkdir(parents=True)
-                    commands[count] = tool_commands(name, [user], user_work, LARGE_OLD, new, 1)
+                    commands[count] = tool_commands(name, [user], user_work, LARGE_OLD, new, 1, args.anchor_tree)
                     say(f"{name}: {count} messages")
                     run = run_parallel(commands[count], user_work, "full")
                     runs[count] = {"wall_s": run["wall_s"], "per_10k_s": run["wall_s"] / (count / 10_000),
@@ -630,6 +637,8 @@ def large_table(report: dict) -> str:
         codes = [c for n in sizes for c in r["runs"][n]["exit_codes"]] + r["noop_exit_codes"]
         if any(codes):
             lines.append(f"  {name} exit codes: {codes}")
+    if report.get("anchor"):
+        lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
     m = report["tools"].get("mailstack")
     if m:
         per = [m["runs"][n]["per_10k_s"] for n in sizes]
@@ -644,7 +653,7 @@ def large_table(report: dict) -> str:
 
 
 MANY_OLD = "127.0.42.11"
-MANY_NEW = {"mailstack": "127.0.42.12", "mbsync": "127.0.42.13", "doveadm": "127.0.42.14"}
+MANY_NEW = {"mailstack": "127.0.42.12", "mbsync": "127.0.42.13", "doveadm": "127.0.42.14", "anchor": "127.0.42.15"}
 
 
 def run_pool(commands: list[list[str]], width: int, work: Path, label: str) -> dict:
@@ -669,7 +678,8 @@ def many_scenario(args) -> dict:
     """Many mailboxes of a few messages (2,000 x 20 by default), 20 at a time: what each mailbox costs."""
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     users = [User(f"m{i:05d}", f"pw-m{i}") for i in range(args.mailboxes)]
-    report = {"mailboxes": args.mailboxes, "per_mailbox": args.per_mailbox, "jobs": args.jobs, "tools": {}}
+    report = {"mailboxes": args.mailboxes, "per_mailbox": args.per_mailbox, "jobs": args.jobs, "anchor": args.anchor,
+              "tools": {}}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-manybench-")))
         old = stack.enter_context(DovecotImap(MANY_OLD, users))
@@ -679,15 +689,13 @@ def many_scenario(args) -> dict:
         source = {u.name: old.snapshot(u.name) for u in users}
         say(f"corpus: {sum(s.message_count() for s in source.values())} messages seen over IMAP in "
             f"{args.mailboxes} mailboxes; {time.perf_counter() - started:.1f} s")
-        for name in args.tools.split(","):
+        for name in tools_of(args):
             with DovecotImap(MANY_NEW[name], users) as new:
                 tool_work = work / name
                 tool_work.mkdir()
                 say(f"{name}: syncing {args.mailboxes} mailboxes, {args.jobs} at a time")
-                if name == "mailstack":
-                    commands, width = mailstack_commands(users, tool_work, MANY_OLD, new.address, args.jobs), 1
-                else:
-                    commands, width = tool_commands(name, users, tool_work, MANY_OLD, new, args.jobs), args.jobs
+                commands = tool_commands(name, users, tool_work, MANY_OLD, new, args.jobs, args.anchor_tree)
+                width = 1 if name in ("mailstack", "anchor") else args.jobs  # mailstack runs --jobs at once itself
                 full = run_pool(commands, width, tool_work, "full")
                 noop = run_pool(commands, width, tool_work, "noop")
                 report["tools"][name] = {
@@ -713,6 +721,8 @@ def many_table(report: dict) -> str:
                      f"{r['noop_s'] / n * 1000:>9.1f} ms  {r['fidelity']['summary']}")
         if r["failed"]:
             lines.append(f"  {name}: {r['failed']} run(s) failed, e.g. {r['said'][:1]}")
+    if report.get("anchor"):
+        lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
     return "\n".join(lines)
 
 
