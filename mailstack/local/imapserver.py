@@ -133,8 +133,15 @@ class DovecotImap:
                         os.kill(each, signal.SIGTERM)
             else:
                 subprocess.run(["doveadm", "-c", str(self.conf), "stop"], capture_output=True)
-            deadline = time.monotonic() + 10
+            deadline, stuck = time.monotonic() + 10, time.monotonic() + 1
             while pid and _alive(pid) and time.monotonic() < deadline:
+                if time.monotonic() > stuck:
+                    # A login process started just before (by the start's port check, say) waits 5 s for the
+                    # stats service, already gone, and the master waits for it: what is left is killed.
+                    for each in children(pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(each, signal.SIGKILL)
+                    stuck = deadline
                 time.sleep(0.05)
         if self._loopback is not None:
             self._loopback.remove()
@@ -155,6 +162,8 @@ class DovecotImap:
             return None
 
     def _wait_for_ports(self) -> None:
+        """Until every port answers and the master has written its pid (which :meth:`stop` signals: a stop
+        straight after the start would otherwise fall back to the slower ``doveadm stop``)."""
         deadline = time.monotonic() + START_TIMEOUT
         for port in (self.imap_port, self.imaps_port, *((self.pop3_port, self.pop3s_port) if self.pop3 else ())):
             while True:
@@ -165,6 +174,10 @@ class DovecotImap:
                     if time.monotonic() > deadline:
                         raise ImapServerError(f"port {port} not open after {START_TIMEOUT:.0f} s; see {self.log}")
                     time.sleep(0.05)
+        while self._master_pid() is None:
+            if time.monotonic() > deadline:
+                raise ImapServerError(f"no master.pid after {START_TIMEOUT:.0f} s; see {self.log}")
+            time.sleep(0.01)
 
     def _write_files(self) -> None:
         vmail = ensure_vmail_user()
