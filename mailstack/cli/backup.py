@@ -61,12 +61,16 @@ def backup(
                          mailbox_deadline=duration(mailbox_deadline, "--mailbox-deadline"))
     failed = False
     for result in results:
+        saved = (f"{result.folders} folders, {result.written} messages written, {result.present} already there "
+                 f"-> {result.path}")
         if result.error:
             failed = True
-            err.print(f"{result.user}: NOT backed up: {printable(result.error, None)}", markup=False)
+            # What was saved is said too: a message whose flag was dropped is backed up, without that flag.
+            state = f"backup INCOMPLETE ({saved})" if result.folders or result.written or result.present else \
+                "NOT backed up"
+            err.print(f"{result.user}: {state}: {printable(result.error, None)}", markup=False)
         else:
-            out.print(f"{result.user}: {result.folders} folders, {result.written} messages written, "
-                      f"{result.present} already there -> {result.path}", markup=False)
+            out.print(f"{result.user}: {saved}", markup=False)
         for note in result.notes:
             out.print(f"{result.user}: {printable(note, None)}", markup=False)
     if stack_file is not None and not failed and not problems:
