@@ -18,7 +18,6 @@ import importlib.util
 import os
 import shutil
 import shlex
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,7 +32,7 @@ from mailstack.host import files as hostfiles
 from mailstack.host.files import AUTH_POLICY_PORT, DKIM_PORT, FROM_MILTER_PORT, GUARDS, QUOTA_STATUS_PORT, Placement
 from mailstack.local import loopback
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.system import MachineNotReady, children, ensure_vmail_user
+from mailstack.local.system import MachineNotReady, alive, children, ensure_vmail_user, terminate
 from mailstack.stack.roster import GeneratePassword, Mailbox, Roster
 from mailstack.stack.settings import Settings
 
@@ -134,7 +133,7 @@ class LocalHost:
                  *(f"run/mailstack/{unit}.pid" for unit in GUARDS))]
         dovecot = pids[1]
         # Dovecot's master waits about a second for its children to go: they are told too.
-        _terminate([pid for pid in pids if pid] + (children(dovecot) if dovecot else []),
+        terminate([pid for pid in pids if pid] + (children(dovecot) if dovecot else []),
                    wake=((self.address, DKIM_PORT), (self.address, FROM_MILTER_PORT)))
         # Children may hold a listening socket a moment longer than their master.
         deadline = time.monotonic() + 10
@@ -166,7 +165,7 @@ class LocalHost:
         deadline = time.monotonic() + timeout
         while (old or _reloads(log) <= reloads) and time.monotonic() < deadline:
             time.sleep(0.05)
-            old = {pid for pid in old if _alive(pid)}
+            old = {pid for pid in old if alive(pid)}
         if old or _reloads(log) <= reloads:
             raise LocalHostError(f"Postfix on {self.address} did not reload within {timeout:.0f} s"
                                  + (f" (smtpd {sorted(old)} still running)" if old else ""))
@@ -176,27 +175,6 @@ class LocalHost:
             return int((self.root / relative).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-
-
-def _terminate(pids: list[int], timeout: float = 15.0, wake: tuple[tuple[str, int], ...] = ()) -> None:
-    """SIGTERM to all at once, then wait; SIGKILL after ``timeout``.
-
-    A milter (OpenDKIM, the From check) sees the signal only when its listener wakes, up to 5 s later unless a
-    connection comes: while waiting, a connection is made to each ``wake`` address.
-    """
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _alive(pid)]
-        for address in wake if pids else ():
-            with contextlib.suppress(OSError):
-                socket.create_connection(address, timeout=1).close()
-        time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _command(pid: int) -> str:
@@ -213,18 +191,6 @@ def _reloads(log: Path) -> int:
         return log.read_text(errors="replace").count("reload -- version")
     except OSError:
         return 0
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; an exited process not yet reaped (a zombie: our child, or an orphan of an init
-    that does not reap) has closed its sockets and counts as gone."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # ---------------------------------------------------------------- starting

@@ -10,13 +10,11 @@ caller (``.`` and ``INBOX.`` imitate a Courier-style old server).
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -28,7 +26,7 @@ from pathlib import Path
 
 from mailstack.imap import utf7
 from mailstack.local.loopback import LoopbackAddress
-from mailstack.local.system import MachineNotReady, children, ensure_vmail_user
+from mailstack.local.system import MachineNotReady, alive, children, ensure_vmail_user, terminate
 
 VMAIL_USER = "vmail"
 START_TIMEOUT = 15.0
@@ -125,24 +123,13 @@ class DovecotImap:
         """Stop Dovecot, remove the address if added here and the root if created here; safe twice."""
         if self.root is not None and self.conf.exists():
             pid = self._master_pid()
-            if pid and _alive(pid):
+            if pid and alive(pid):
                 # What `doveadm stop` sends, without its extra 2 s of waiting; to the children too, or the master
-                # waits about a second for them to go.
-                for each in [pid, *children(pid)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(each, signal.SIGTERM)
+                # waits about a second for them to go. A login process started just before (by the start's port
+                # check, say) waits 5 s for the stats service, already gone: after a second, what is left is killed.
+                terminate([pid, *children(pid)], timeout=1.0)
             else:
                 subprocess.run(["doveadm", "-c", str(self.conf), "stop"], capture_output=True)
-            deadline, stuck = time.monotonic() + 10, time.monotonic() + 1
-            while pid and _alive(pid) and time.monotonic() < deadline:
-                if time.monotonic() > stuck:
-                    # A login process started just before (by the start's port check, say) waits 5 s for the
-                    # stats service, already gone, and the master waits for it: what is left is killed.
-                    for each in children(pid):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(each, signal.SIGKILL)
-                    stuck = deadline
-                time.sleep(0.05)
         if self._loopback is not None:
             self._loopback.remove()
         if self._own_root and self.root is not None:
@@ -336,15 +323,6 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
     subscribed = frozenset(_normal(name, prefix, separator) for name, selectable in _folder_names(client, "lsub")
                            if selectable)
     return Snapshot(folders, subscribed)
-
-
-def _alive(pid: int) -> bool:
-    """True while the process runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 _CONFIG = """\
