@@ -48,10 +48,17 @@ FOLDERS = {"INBOX": 40, "Sent": 20, "Archive/2023": 15, "Archive/2024 日本": 1
 KEYWORDS = ("$Forwarded", "$Label1", "Important")  # Maildir letters a, b, c
 WORDS = ("the meeting budget invoice report draft review café naïve 日本 quarterly server migration please "
          "attached thanks regards schedule Zürich déjà vu project update").split()
-# `mailstack` as this checkout's code runs it, whatever the venv has installed (an editable install may point at
-# another checkout): the interpreter running the bench, with this tree first on the path; -P, so that the current
-# directory (another checkout, when the bench is run from one) is not put before it.
-MAILSTACK = ["env", f"PYTHONPATH={PROJECT}", sys.executable, "-P", "-m", "mailstack.cli"]
+
+
+def mailstack_program(tree: Path) -> list[str]:
+    """`mailstack` as the code in ``tree`` runs it, whatever the venv has installed (an editable install may point
+    at another checkout): the interpreter running the bench, with ``tree`` first on the path; -P, so that the
+    current directory (another checkout, when the bench is run from one) is not put before it."""
+    return ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "mailstack.cli"]
+
+
+MAILSTACK = mailstack_program(PROJECT)
+MAILSTACKS = ("mailstack", "anchor")  # this checkout's mailstack, and the one of --anchor
 
 
 # ---------------------------------------------------------------- corpus
@@ -215,7 +222,7 @@ def tool_commands(name: str, users: list[User], work: Path, source: str, new: Do
     if name == "mailstack":
         return mailstack_commands(users, work, source, new.address, jobs)
     if name == "anchor":
-        return mailstack_commands(users, work, source, new.address, jobs, anchor_program(anchor))
+        return mailstack_commands(users, work, source, new.address, jobs, mailstack_program(anchor))
     if name == "mbsync":
         return mbsync_commands(users, work, source, new.address)
     return doveadm_commands(users, new, source)
@@ -240,8 +247,9 @@ def tools_of(args) -> list[str]:
     return tools
 
 
-def anchor_program(tree: Path) -> list[str]:
-    return ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "mailstack.cli"]
+def anchor_line(report: dict) -> list[str]:
+    """The table line that names the anchor revision, when there is one."""
+    return [f"anchor: mailstack as of {report['anchor']}, run the same way"] if report.get("anchor") else []
 
 
 def startup_seconds() -> float:
@@ -305,7 +313,7 @@ def bench_tool(name: str, commands: list[list[str]], work: Path, corpus: dict, c
     noop = run_parallel(commands, work, f"{name}-noop")
     after_noop = check()
     said = [line for run in (full, noop) for out in run["outputs"] for line in out.splitlines()
-            if line.strip() and " Info: " not in line and name not in ("mailstack", "anchor")]
+            if line.strip() and " Info: " not in line and name not in MAILSTACKS]
     return {"full_s": full["wall_s"], "msgs_per_s": corpus["messages"] / full["wall_s"],
             "mb_per_s": corpus["bytes"] / 1e6 / full["wall_s"], "processes": len(commands),
             "peak_rss_mb": sum(full["peak_rss_kb"]) / 1024, "peak_rss_mb_max_process": max(full["peak_rss_kb"]) / 1024,
@@ -349,8 +357,7 @@ def table(report: dict) -> str:
     m = report["tools"].get("mailstack")
     if m:
         lines.append(f"mailstack via {report['mailstack_via']}; start-up alone {report['mailstack_startup_s']:.2f} s")
-        if report.get("anchor"):
-            lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
+        lines += anchor_line(report)
         for run, totals in m.get("reports", {}).items():
             lines.append(f"mailstack {run} run reported: {totals}")
         lines += targets(m, report["tools"].get("mbsync"), report["tools"].get("anchor"), report.get("anchor"))
@@ -402,8 +409,8 @@ def main() -> int:
         args.messages, args.megabytes = 500, 16
         args.sizes, args.mailboxes = "1000,5000,10000", 100
     signal.signal(signal.SIGTERM, _interrupted)
-    anchor_work = tempfile.TemporaryDirectory(prefix="mailstack-bench-anchor-")
-    args.anchor_tree = export_anchor(args.anchor, Path(anchor_work.name)) if args.anchor else None
+    anchor_work = tempfile.TemporaryDirectory(prefix="mailstack-bench-anchor-") if args.anchor else None
+    args.anchor_tree = export_anchor(args.anchor, Path(anchor_work.name)) if anchor_work else None
     # Bytecode as an installed mailstack has it (pip compiles on install): a source changed since its last
     # compile, with PYTHONDONTWRITEBYTECODE set, would otherwise be compiled again by every run measured.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PROJECT / "mailstack")], check=True)
@@ -441,7 +448,7 @@ def main() -> int:
             commands = tool_commands(name, users, tool_work, OLD, new, args.jobs, args.anchor_tree)
             result = bench_tool(name, commands, tool_work, corpus, snapshot_check(new, users, source))
             outputs = result.pop("_outputs")
-            if name in ("mailstack", "anchor"):
+            if name in MAILSTACKS:
                 result["reports"] = {run: _mailstack_totals(outputs[run][0]) for run in ("full", "noop")}
             report["tools"][name] = result
             say(f"{name}: {result['full_s']:.1f} s, no-op {result['noop_s']:.2f} s, {result['fidelity']['summary']}")
@@ -637,8 +644,7 @@ def large_table(report: dict) -> str:
         codes = [c for n in sizes for c in r["runs"][n]["exit_codes"]] + r["noop_exit_codes"]
         if any(codes):
             lines.append(f"  {name} exit codes: {codes}")
-    if report.get("anchor"):
-        lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
+    lines += anchor_line(report)
     m = report["tools"].get("mailstack")
     if m:
         per = [m["runs"][n]["per_10k_s"] for n in sizes]
@@ -695,7 +701,7 @@ def many_scenario(args) -> dict:
                 tool_work.mkdir()
                 say(f"{name}: syncing {args.mailboxes} mailboxes, {args.jobs} at a time")
                 commands = tool_commands(name, users, tool_work, MANY_OLD, new, args.jobs, args.anchor_tree)
-                width = 1 if name in ("mailstack", "anchor") else args.jobs  # mailstack runs --jobs at once itself
+                width = 1 if name in MAILSTACKS else args.jobs  # mailstack runs --jobs at once itself
                 full = run_pool(commands, width, tool_work, "full")
                 noop = run_pool(commands, width, tool_work, "noop")
                 report["tools"][name] = {
@@ -721,8 +727,7 @@ def many_table(report: dict) -> str:
                      f"{r['noop_s'] / n * 1000:>9.1f} ms  {r['fidelity']['summary']}")
         if r["failed"]:
             lines.append(f"  {name}: {r['failed']} run(s) failed, e.g. {r['said'][:1]}")
-    if report.get("anchor"):
-        lines.append(f"anchor: mailstack as of {report['anchor']}, run the same way")
+    lines += anchor_line(report)
     return "\n".join(lines)
 
 

@@ -66,8 +66,8 @@ def backup(
         if result.error:
             failed = True
             # What was saved is said too: a message whose flag was dropped is backed up, without that flag.
-            state = f"backup INCOMPLETE ({saved})" if result.folders or result.written or result.present else \
-                "NOT backed up"
+            anything_saved = result.folders or result.written or result.present
+            state = f"backup INCOMPLETE ({saved})" if anything_saved else "NOT backed up"
             err.print(f"{result.user}: {state}: {printable(result.error, None)}", markup=False)
         else:
             out.print(f"{result.user}: {saved}", markup=False)
