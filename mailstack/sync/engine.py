@@ -81,7 +81,7 @@ class FolderResult:
     flags_repaired: int = 0          # --verify: messages whose flags differed on the target (repaired unless dry run)
     repairs: list[str] = field(default_factory=list)  # what --verify found and did, one line each
     mapped_from: str = ""            # the refused name --map-invalid mapped to ``target``
-    unchanged: bool = False          # both sides as the last complete run left them: not listed (STATUS told)
+    unchanged: bool = False          # nothing changed a run acts on since the last complete run: not listed
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -395,10 +395,8 @@ class _MailboxRun:
             result.flag_updates = len(changes)
         if options.verify:
             await self.verify_flags(folder, state, listed, result)
-        if not result.errors:
-            if pending or changes or options.verify:  # this run wrote to the target: its values moved
-                target_status = await tgt.status(folder.target)
-            state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)
+        if not result.errors:  # of the target's values only its UIDVALIDITY is compared later: this run's writes
+            state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)  # did not move it
         self.state.save(folder.source, state)
 
     async def verify_flags(self, folder: FolderPlan, state: FolderState, listed: list[Listed],

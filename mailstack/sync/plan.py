@@ -191,22 +191,26 @@ def still_valid(state: FolderState, source_uidvalidity: int, target_uidvalidity:
 
 
 def why_look(mark: FolderMark | None, source: FolderStatus, target: FolderStatus, since: int | None) -> str:
-    """Why a folder must be listed and compared this run, or "" when both sides are as the last complete run left
-    them (it is skipped: one STATUS per side told).
+    """Why a folder must be listed and compared this run, or "" when nothing a run could act on changed since the
+    last complete run of it (it is skipped: one STATUS per side told).
 
     Sound by construction: any change a run could act on moves one of the
-    values compared. A new or removed message moves UIDNEXT or MESSAGES; a
-    flag change moves only HIGHESTMODSEQ, so a source without CONDSTORE is
-    always listed (STATUS alone cannot show a flag change there). On the
-    target, UIDVALIDITY, UIDNEXT and MESSAGES are compared, and HIGHESTMODSEQ
-    when it offers CONDSTORE (a forward run never carries target-side flag
-    changes, so a target without it can still be skipped). A run with an
-    earlier ``since`` than the last one must look for the older mail.
+    values compared. A forward run acts only on what changed on the source:
+    a new or removed message moves UIDNEXT or MESSAGES; a flag change moves
+    only HIGHESTMODSEQ, so a source without CONDSTORE is always listed
+    (STATUS alone cannot show a flag change there). On the target only a new
+    UIDVALIDITY matters (the folder was made again: every message is copied
+    again); mail delivered there, moved out or re-flagged is never carried
+    back, so it does not make the source be listed (after the MX change every
+    INBOX gets new mail there, run after run). A run with an earlier
+    ``since`` than the last one must look for the older mail.
     """
     if mark is None:
         return "no complete run of it recorded"
     if mark.since is not None and (since is None or since < mark.since):
         return "this run copies older mail than the last one"
+    if mark.target.uidvalidity != target.uidvalidity:
+        return "the folder was made again on the target (new UIDVALIDITY)"
     if source.highestmodseq is None or mark.source.highestmodseq is None:
         return "the source does not offer CONDSTORE: only a listing shows flag changes"
     if (mark.source.uidvalidity, mark.source.uidnext, mark.source.messages) != (
@@ -214,13 +218,6 @@ def why_look(mark: FolderMark | None, source: FolderStatus, target: FolderStatus
         return "messages added or removed on the source"
     if mark.source.highestmodseq != source.highestmodseq:
         return "messages changed on the source"
-    if (mark.target.uidvalidity, mark.target.uidnext, mark.target.messages) != (
-            target.uidvalidity, target.uidnext, target.messages):
-        return "messages added or removed on the target"
-    if None not in (mark.target.highestmodseq, target.highestmodseq) and mark.target.highestmodseq != target.highestmodseq:
-        return "messages changed on the target"
-    if (mark.target.highestmodseq is None) != (target.highestmodseq is None):
-        return "the target's CONDSTORE support changed"
     return ""
 
 

@@ -1,5 +1,6 @@
-"""A re-sync with nothing to do skips what is unchanged, and never what changed on either side (real Dovecot,
-which offers CONDSTORE): new mail, an expunge, a flag change."""
+"""A re-sync with nothing to do skips what is unchanged, and never what changed on the source (real Dovecot, which
+offers CONDSTORE): new mail, an expunge, a flag change; a change made only on the target is left alone unlisted,
+and a folder made again there is copied again."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def servers():
         yield old, new
 
 
-USERS = [f"u{n}" for n in range(12)]
+USERS = [f"u{n}" for n in range(16)]
 _unused = iter(USERS)
 
 
@@ -125,13 +126,37 @@ def test_a_folder_changed_on_the_source_is_synced_and_only_it(servers, mailbox, 
 
 
 @pytest.mark.parametrize("change", ["new mail", "expunge", "flag"])
-def test_a_folder_changed_on_the_target_is_looked_at_not_skipped(servers, mailbox, tmp_path, change):
+def test_a_folder_changed_only_on_the_target_is_not_listed_and_the_change_is_left_alone(servers, mailbox, tmp_path,
+                                                                                        change):
+    """After the MX change every INBOX gets new mail on the new server: a re-sync must not list the old one's for it."""
     old, new = servers
     sync(mailbox, tmp_path)
     make(change, new, mailbox, "Archive", first=200, flagged=("1", "(\\Answered)"))
+    changed = new.snapshot(mailbox).folders
     again = sync(mailbox, tmp_path)
-    assert unchanged(again) == {"INBOX": True, "Sent": True, "Archive": False}
-    assert again.total("copied") == 0 and again.total("flag_updates") == 0  # the user's changes there are left alone
+    assert all(unchanged(again).values())
+    assert again.total("copied") == 0 and again.total("flag_updates") == 0
+    assert new.snapshot(mailbox).folders == changed  # the user's change there is kept as it is
+    add(old, mailbox, "Archive", 201)  # then mail reaches the old server too
+    after = sync(mailbox, tmp_path)
+    assert unchanged(after) == {"INBOX": True, "Sent": True, "Archive": False} and after.total("copied") == 1
+    assert after.total("flag_updates") == 0
+
+
+@pytest.mark.parametrize("remade", [False, True], ids=["deleted", "deleted and made again"])
+def test_a_folder_deleted_on_the_target_is_copied_again_whole(servers, mailbox, tmp_path, remade):
+    old, new = servers
+    sync(mailbox, tmp_path)
+    client = new.client(mailbox)
+    try:
+        assert client.delete("Archive")[0] == "OK"
+        if remade:
+            assert client.create("Archive")[0] == "OK"
+    finally:
+        client.logout()
+    again = sync(mailbox, tmp_path)
+    assert unchanged(again) == {"INBOX": True, "Sent": True, "Archive": False} and again.total("copied") == 4
+    assert new.snapshot(mailbox).folders == old.snapshot(mailbox).folders
     assert all(unchanged(sync(mailbox, tmp_path)).values())
 
 

@@ -100,21 +100,21 @@ def test_an_unchanged_folder_is_skipped_only_with_condstore_and_the_same_cutoff(
     assert plan.why_look(since, SOURCE, TARGET, 1_800_000_000) == ""
 
 
-@pytest.mark.parametrize("target, why", [
-    (FolderStatus(8, 60, 45, 300), "added or removed on the target"),  # UIDVALIDITY
-    (FolderStatus(7, 61, 46, 301), "added or removed on the target"),  # a message delivered there
-    (FolderStatus(7, 60, 44, 301), "added or removed on the target"),  # one expunged there
-    (FolderStatus(7, 60, 45, 301), "changed on the target"),           # a flag changed there
-    (FolderStatus(7, 60, 45), "CONDSTORE support changed"),
+def test_a_folder_made_again_on_the_target_is_looked_at():
+    assert "made again on the target" in plan.why_look(FolderMark(SOURCE, TARGET), SOURCE,
+                                                       FolderStatus(8, 1, 0, 1), None)
+
+
+@pytest.mark.parametrize("target", [
+    FolderStatus(7, 61, 46, 301),  # a message delivered there (after the MX change, every INBOX)
+    FolderStatus(7, 60, 44, 301),  # one expunged or moved out there
+    FolderStatus(7, 60, 45, 301),  # a flag changed there
+    FolderStatus(7, 60, 45),       # its CONDSTORE support gone
 ])
-def test_a_folder_changed_on_the_target_is_looked_at(target, why):
-    assert why in plan.why_look(FolderMark(SOURCE, TARGET), SOURCE, target, None)
-
-
-def test_a_target_without_condstore_does_not_stop_the_skip_but_its_new_mail_does():
-    mark = FolderMark(SOURCE, FolderStatus(7, 60, 45))
-    assert plan.why_look(mark, SOURCE, FolderStatus(7, 60, 45), None) == ""
-    assert plan.why_look(mark, SOURCE, FolderStatus(7, 61, 46), None) != ""
+def test_a_change_made_only_on_the_target_does_not_make_the_source_be_listed(target):
+    """A forward run never carries a target-side change back: listing the source for it would find nothing to do."""
+    assert plan.why_look(FolderMark(SOURCE, TARGET), SOURCE, target, None) == ""
+    assert plan.why_look(FolderMark(SOURCE, FolderStatus(7, 60, 45)), SOURCE, target, None) == ""
 
 
 def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
