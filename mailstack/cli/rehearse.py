@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from typing import Optional
 
 import typer
 
-from mailstack.cli.common import EXIT_FAILED, EXIT_PROBLEMS, JsonOption, command, err, load_stack, out
+from mailstack.cli.common import EXIT_FAILED, EXIT_PROBLEMS, JsonOption, command, err, load_stack, out, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +58,7 @@ def rehearse(
         raise typer.Exit(130) from None
     data = report.to_dict()
     if as_json:
-        out.print_json(json.dumps(data, default=str))
+        print_json(data, default=str)
     else:
         print_report(data)
     if not report.ok:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +9,7 @@ import typer
 
 from mailstack.cli.common import (
     EXIT_PROBLEMS, JsonOption, RequiredStackOption, command, default_state_dir, fail, imap_endpoint, load_stack, out,
+    print_json,
 )
 from mailstack.problems import InputError
 
@@ -98,7 +98,7 @@ def _print_status(out, stack: str, report, as_json: bool, recorded: Path | None,
                                  "flag_updates": w.total("flag_updates"), "errors": w.errors} for w in waiting],
     }
     if as_json:
-        out.print_json(json.dumps(data, default=str))
+        print_json(data, default=str)
         return
     from rich.table import Table
 

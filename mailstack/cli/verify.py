@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 
 from mailstack.cli.common import (
-    ACCOUNTS_ENV, EXIT_FAILED, ExcludeOption, IncludeOption, JsonOption, command, err, fail, out,
+    ACCOUNTS_ENV, EXIT_FAILED, ExcludeOption, IncludeOption, JsonOption, command, err, fail, out, print_json,
 )
 from mailstack.problems import InputError, Problem
 
@@ -163,8 +162,8 @@ def verify(
     results = run_checks(checks, target)
     failed = [r for r in results if not r.passed]
     if as_json:
-        out.print_json(json.dumps({"host": host_name, "passed": not failed, "results": [r.as_dict() for r in results],
-                                   "skipped": skipped}))
+        print_json({"host": host_name, "passed": not failed, "results": [r.as_dict() for r in results],
+                    "skipped": skipped})
     else:
         from rich.table import Table
         from rich.text import Text
