@@ -309,9 +309,13 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
     for name, selectable in _folder_names(client, "list"):
         if not selectable:
             continue
-        client.select('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', readonly=True)
-        typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+        typ, data = client.select('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', readonly=True)
         messages: Counter = Counter()
+        if typ != "OK":  # listed as selectable, yet refused: a difference of its own, never an empty folder
+            messages[(f"SELECT refused: {b' '.join(d for d in data if d).decode(errors='replace')}", frozenset(), 0)] += 1
+            folders[_normal(name, prefix, separator)] = messages
+            continue
+        typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
         for item in data:
             if isinstance(item, tuple):
                 head, body = item

@@ -12,6 +12,7 @@ peak RSS above what the command had once imported, measured and printed.
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import json
 import os
 import sqlite3
@@ -24,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from mailstack.imap.wire import internaldate_epoch
-from mailstack.local.imapserver import DovecotImap, User
+from mailstack.local.imapserver import DovecotImap, User, _snapshot
 from mailstack.sync.state import state_file
 from tests.conftest import require_imap_servers
-from tests.hostile_imap import DATE, MODES, PASSWORD, HostileImap, Inject, Names, calm, mail
+from tests.hostile_imap import DATE, MODES, PASSWORD, Behaviour, Box, HostileImap, Inject, Mail, Names, calm, mail
 
 pytestmark = pytest.mark.integration
 
@@ -358,3 +359,19 @@ def test_lists_nested_a_hundred_thousand_deep_are_problems_of_their_message_not_
     assert "deep: backup INCOMPLETE (1 folders, 3 messages written, 0 already there -> " in saved.err
     assert saved.err.endswith("): INBOX: message UID 2: flag '(...)' dropped: not an IMAP flag")
     assert len((tmp_path / "backup" / "deep" / "INBOX.mbox").read_bytes().split(b"\nFrom ")) == 3
+
+
+def test_a_snapshot_shows_a_folder_listed_then_refused_as_a_difference_not_a_crash(servers, monkeypatch):
+    """The fidelity checks of the tests and the bench: a folder a server lists as selectable and then refuses to
+    open is in the snapshot with the server's words, never read as empty, and the other folders are read."""
+    monkeypatch.setitem(MODES, "refusing", lambda: Behaviour([Box("INBOX", [Mail(1, mail(1))]),
+                                                              Box("Gone", [Mail(1, mail(2))], examine_no=b"it is gone")]))
+    client = imaplib.IMAP4(OLD, 143)
+    try:
+        client.login("refusing", PASSWORD)
+        snapshot = _snapshot(client, "", "/")
+    finally:
+        client.logout()
+    assert snapshot.folders["Gone"] == Counter({("SELECT refused: it is gone", frozenset(), 0): 1})
+    assert snapshot.folders["INBOX"] == Counter(
+        {(hashlib.sha256(mail(1)).hexdigest(), frozenset({"\\Seen"}), internaldate_epoch(DATE)): 1})
