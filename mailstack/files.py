@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -33,6 +32,8 @@ def write_file(path: Path, data: bytes | str, *, mode: int = 0o600, overwrite: b
     if not overwrite and path.exists():
         raise FileExistsError(errno.EEXIST, "already exists", str(path))
     payload = data.encode(encoding) if isinstance(data, str) else data
+    import tempfile  # here: the sync command writes no file this way, and its start-up is kept short
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # created 0600
     try:
         with os.fdopen(fd, "wb") as handle:

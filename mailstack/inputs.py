@@ -15,7 +15,6 @@ CSV meant for Excel writes such text escaped (:func:`excel_safe`).
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 MAX_FILE_BYTES = 16 * 1024 * 1024        # a roster or accounts file
@@ -46,6 +45,8 @@ def xlsx_problem(path: Path) -> str | None:
 
     A file that is not a zip archive is left to openpyxl, which says so.
     """
+    import zipfile  # here: a CSV roster (every sync) never needs it, and it costs the start-up lzma, bz2, shutil
+
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()

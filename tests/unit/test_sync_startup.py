@@ -51,6 +51,7 @@ def test_a_sync_run_loads_no_pulumi_aws_or_spreadsheet_code(tmp_path):
     assert {"mailstack.sync.engine", "mailstack.sync.state", "mailstack.sync.report"} <= modules
     assert heavy(modules) == []
     assert not {"rich.table", "rich.progress", "mailstack.migration.evidence"} & modules  # nothing it does not print
+    assert not {"zipfile", "tempfile"} & modules  # a CSV roster is read, no file written through a temporary one
     # Its own parser: none of the other commands' framework (typer, click, rich) nor pydantic is even loaded.
     assert framework(modules) == []
 
