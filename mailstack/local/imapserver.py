@@ -267,6 +267,14 @@ class Snapshot:
     def message_count(self) -> int:
         return sum(sum(c.values()) for c in self.folders.values())
 
+    def refused(self) -> dict[str, str]:
+        """Folders listed as selectable whose SELECT the server refused: {folder: its words}."""
+        return {name: key[0][len(REFUSED):] for name, messages in self.folders.items() for key in messages
+                if isinstance(key[0], str) and key[0].startswith(REFUSED)}
+
+
+REFUSED = "SELECT refused: "  # the one entry of a folder that could not be read (never a digest: those are hex)
+
 
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"(?P<sep>[^"]*)"|NIL) (?P<name>.*)$')
 _FETCH_HEAD = re.compile(rb"FLAGS \((?P<flags>[^)]*)\) INTERNALDATE \"(?P<date>[^\"]+)\"")
@@ -312,7 +320,7 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
         typ, data = client.select('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', readonly=True)
         messages: Counter = Counter()
         if typ != "OK":  # listed as selectable, yet refused: a difference of its own, never an empty folder
-            messages[(f"SELECT refused: {b' '.join(d for d in data if d).decode(errors='replace')}", frozenset(), 0)] += 1
+            messages[(REFUSED + b" ".join(d for d in data if d).decode(errors="replace"), frozenset(), 0)] += 1
             folders[_normal(name, prefix, separator)] = messages
             continue
         typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
