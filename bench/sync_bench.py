@@ -187,20 +187,25 @@ def write_accounts(users: list[User], path: Path) -> Path:
 
 
 def mailstack_commands(users: list[User], work: Path, source: str, target: str, jobs: int,
-                       program: list[str] = MAILSTACK) -> list[list[str]]:
+                       program: list[str] = MAILSTACK, cafile: Path | None = None) -> list[list[str]]:
     accounts = write_accounts(users, work / "accounts.csv")
-    return [[*program, "sync", "--source", f"imap://{source}:143", "--target", f"imap://{target}:143",
+    scheme, port = ("imaps", 993) if cafile else ("imap", 143)
+    return [[*program, "sync", "--source", f"{scheme}://{source}:{port}", "--target", f"{scheme}://{target}:{port}",
+             *(["--cafile", str(cafile)] if cafile else []),
              "--accounts", str(accounts), "--jobs", str(jobs), "--state-dir", str(work / "state"), "--json"]]
 
 
-def mbsync_commands(users: list[User], work: Path, source: str, target: str) -> list[list[str]]:
-    """One mbsyncrc and one mbsync process per user (RECIPES: Far :old:, Near :new:, Pull, PipelineDepth 50)."""
+def mbsync_commands(users: list[User], work: Path, source: str, target: str,
+                    cafile: Path | None = None) -> list[list[str]]:
+    """One mbsyncrc and one mbsync process per user (RECIPES: Far :old:, Near :new:, Pull, PipelineDepth 50); over
+    TLS, the servers' own certificates are listed in CertificateFile (isync trusts a certificate found there)."""
+    security = f"Port 993\nSSLType IMAPS\nCertificateFile {cafile}\n" if cafile else "Port 143\nSSLType None\n"
     commands = []
     for user in users:
         state = work / "mbsync-state" / user.name
         state.mkdir(parents=True, exist_ok=True)
-        stores = "".join(f"IMAPAccount {side}\nHost {host}\nPort 143\nUser {user.name}\nPass {user.password}\n"
-                         f"SSLType None\nPipelineDepth 50\n\nIMAPStore {side}\nAccount {side}\n\n"
+        stores = "".join(f"IMAPAccount {side}\nHost {host}\n{security}User {user.name}\nPass {user.password}\n"
+                         f"PipelineDepth 50\n\nIMAPStore {side}\nAccount {side}\n\n"
                          for side, host in (("old", source), ("new", target)))
         rc = work / f"mbsyncrc-{user.name}"
         rc.write_text(f"SyncState {state}/\n\n{stores}Channel {user.name}\nFar :old:\nNear :new:\nPatterns *\n"
@@ -209,23 +214,33 @@ def mbsync_commands(users: list[User], work: Path, source: str, target: str) -> 
     return commands
 
 
-def doveadm_commands(users: list[User], server: DovecotImap, source: str) -> list[list[str]]:
-    """Server-side pull into the new Dovecot from imapc: (RECIPES' command line)."""
-    return [["doveadm", "-c", str(server.conf), "-o", f"imapc_host={source}", "-o", "imapc_port=143",
+def doveadm_commands(users: list[User], server: DovecotImap, source: str,
+                     cafile: Path | None = None) -> list[list[str]]:
+    """Server-side pull into the new Dovecot from imapc: (RECIPES' command line); over TLS, imapc checks the old
+    server's certificate against the bundle."""
+    security = (["-o", "imapc_port=993", "-o", "imapc_ssl=imaps", "-o", f"ssl_client_ca_file={cafile}"] if cafile
+                else ["-o", "imapc_port=143"])
+    return [["doveadm", "-c", str(server.conf), "-o", f"imapc_host={source}", *security,
              "-o", f"imapc_user={u.name}", "-o", f"imapc_password={u.password}",
              "-o", "imapc_features=rfc822.size fetch-headers", "backup", "-R", "-u", u.name, "imapc:"] for u in users]
 
 
-def tool_commands(name: str, users: list[User], work: Path, source: str, new: DovecotImap, jobs: int,
-                  anchor: Path | None = None) -> list[list[str]]:
-    """The command lines of one tool copying ``users`` from ``source`` to ``new``."""
+def tool_commands(name: str, users: list[User], work: Path, old: DovecotImap, new: DovecotImap, jobs: int,
+                  anchor: Path | None = None, tls: bool = False) -> list[list[str]]:
+    """The command lines of one tool copying ``users`` from ``old`` to ``new``; with ``tls``, over imaps, each
+    tool trusting the two servers' certificates (a bundle of them written beside ``new``'s)."""
+    cafile = None
+    if tls:  # in the new server's directory: doveadm's dsync reads it as the mail user
+        cafile = new.root / f"servers-ca-{len(users)}-{work.name}.pem"
+        cafile.write_text(old.cert.read_text() + new.cert.read_text())
+        cafile.chmod(0o644)
     if name == "mailstack":
-        return mailstack_commands(users, work, source, new.address, jobs)
+        return mailstack_commands(users, work, old.address, new.address, jobs, cafile=cafile)
     if name == "anchor":
-        return mailstack_commands(users, work, source, new.address, jobs, mailstack_program(anchor))
+        return mailstack_commands(users, work, old.address, new.address, jobs, mailstack_program(anchor), cafile)
     if name == "mbsync":
-        return mbsync_commands(users, work, source, new.address)
-    return doveadm_commands(users, new, source)
+        return mbsync_commands(users, work, old.address, new.address, cafile)
+    return doveadm_commands(users, new, old.address, cafile)
 
 
 def export_anchor(revision: str, work: Path) -> Path:
@@ -352,12 +367,17 @@ def snapshot_check(server: DovecotImap, users: list[User], source: dict):
     return check
 
 
+def wire(report: dict) -> str:
+    """How the tools reached the servers in a run (--tls)."""
+    return "over imaps (993), certificates checked" if report.get("tls") else "plaintext IMAP (143)"
+
+
 def table(report: dict) -> str:
     c = report["corpus"]
     lines = [f"corpus: {report['users']} users, {c['messages']} messages, {c['bytes'] / 1e6:.0f} MB, "
              f"{c['folders_per_user']} folders/user, {c['without_message_id']} without Message-ID, "
              f"{c['keywords']} with a keyword, {c['over_1mb']} over 1 MB (largest {c['largest'] / 1e6:.1f} MB); "
-             f"generated in {report['generate_s']:.1f} s",
+             f"generated in {report['generate_s']:.1f} s; {wire(report)}",
              f"{'tool':<10} {'full copy':>10} {'msgs/s':>8} {'MB/s':>7} {'CPU':>7} {'peak RSS':>16} {'no-op':>8}  fidelity"]
     for name, r in report["tools"].items():
         rss = f"{r['peak_rss_mb']:.0f} MB" + (f" ({r['processes']} procs)" if r["processes"] > 1 else "")
@@ -423,6 +443,8 @@ def main() -> int:
     parser.add_argument("--anchor", metavar="REV", help="also run mailstack as of this git revision (its own target "
                                                          "server, 127.0.6.5): the code a target is relative to")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--tls", action="store_true", help="every tool over imaps (993), trusting the servers' "
+                        "certificates, as a real migration runs; default plaintext IMAP (143)")
     parser.add_argument("--scenario", choices=("tools", "shards", "large", "many"), default="tools",
                         help="tools: mailstack vs mbsync vs doveadm; shards: two shards of one migration, one "
                              "after the other, must copy exactly the corpus; large: one mailbox of 10k, 50k, 100k "
@@ -461,6 +483,7 @@ def main() -> int:
         started = time.perf_counter()
         corpus = generate(old, users, args.messages, int(args.megabytes * 1e6), args.seed)
         report = {"users": args.users, "jobs": args.jobs, "corpus": corpus, "generate_s": time.perf_counter() - started,
+                  "tls": args.tls,
                   "tools": {}}
         say(f"corpus: {corpus['messages']} messages, {corpus['bytes'] / 1e6:.0f} MB in {report['generate_s']:.1f} s")
         source = {u.name: old.snapshot(u.name) for u in users}
@@ -472,7 +495,7 @@ def main() -> int:
             new = stack.enter_context(DovecotImap(NEW[name], users))
             tool_work = work / name
             tool_work.mkdir()
-            commands = tool_commands(name, users, tool_work, OLD, new, args.jobs, args.anchor_tree)
+            commands = tool_commands(name, users, tool_work, old, new, args.jobs, args.anchor_tree, args.tls)
             result = bench_tool(name, commands, tool_work, corpus, snapshot_check(new, users, source))
             outputs = result.pop("_outputs")
             if name in MAILSTACKS:
@@ -624,7 +647,7 @@ def large_scenario(args) -> dict:
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     sizes = [int(n) for n in args.sizes.split(",")]
     users = [User(f"big{n}", f"pw-big-{n}") for n in sizes]
-    report = {"sizes": sizes, "message_size": args.message_size, "anchor": args.anchor, "tools": {}}
+    report = {"sizes": sizes, "message_size": args.message_size, "anchor": args.anchor, "tls": args.tls, "tools": {}}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-largebench-")))
         old = stack.enter_context(DovecotImap(LARGE_OLD, users))
@@ -641,7 +664,7 @@ def large_scenario(args) -> dict:
                 for user, count in zip(users, sizes):
                     user_work = work / name / user.name
                     user_work.mkdir(parents=True)
-                    commands[count] = tool_commands(name, [user], user_work, LARGE_OLD, new, 1, args.anchor_tree)
+                    commands[count] = tool_commands(name, [user], user_work, old, new, 1, args.anchor_tree, args.tls)
                     say(f"{name}: {count} messages")
                     run = run_parallel(commands[count], user_work, "full")
                     runs[count] = {"wall_s": run["wall_s"], "per_10k_s": run["wall_s"] / (count / 10_000),
@@ -659,7 +682,8 @@ def large_scenario(args) -> dict:
 def large_table(report: dict) -> str:
     sizes = report["sizes"]
     lines = [f"one mailbox, one folder, messages of about {report['message_size']} bytes; corpus "
-             f"{report['corpus']['messages']} messages generated in {report['generate_s']:.0f} s; --jobs 1",
+             f"{report['corpus']['messages']} messages generated in {report['generate_s']:.0f} s; --jobs 1; "
+             f"{wire(report)}",
              f"{'tool':<10} " + " ".join(f"{f'{n} msgs':>12} {'per 10k':>8}" for n in sizes)
              + f" {'peak RSS':>9} {'CPU':>7} {'no-op':>7}  fidelity ({sizes[-1]})"]
     for name, r in report["tools"].items():
@@ -712,6 +736,7 @@ def many_scenario(args) -> dict:
     say = (lambda *a: print(*a, file=sys.stderr, flush=True))
     users = [User(f"m{i:05d}", f"pw-m{i}") for i in range(args.mailboxes)]
     report = {"mailboxes": args.mailboxes, "per_mailbox": args.per_mailbox, "jobs": args.jobs, "anchor": args.anchor,
+              "tls": args.tls,
               "tools": {}}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstack-manybench-")))
@@ -727,7 +752,7 @@ def many_scenario(args) -> dict:
                 tool_work = work / name
                 tool_work.mkdir()
                 say(f"{name}: syncing {args.mailboxes} mailboxes, {args.jobs} at a time")
-                commands = tool_commands(name, users, tool_work, MANY_OLD, new, args.jobs, args.anchor_tree)
+                commands = tool_commands(name, users, tool_work, old, new, args.jobs, args.anchor_tree, args.tls)
                 width = 1 if name in MAILSTACKS else args.jobs  # mailstack runs --jobs at once itself
                 full = run_pool(commands, width, tool_work, "full")
                 noop = run_pool(commands, width, tool_work, "noop")
@@ -744,7 +769,8 @@ def many_scenario(args) -> dict:
 def many_table(report: dict) -> str:
     n = report["mailboxes"]
     lines = [f"{n} mailboxes of {report['per_mailbox']} messages (about 2 KB), {report['jobs']} at a time "
-             f"(mailstack --jobs {report['jobs']}; mbsync and doveadm {report['jobs']} processes at once)",
+             f"(mailstack --jobs {report['jobs']}; mbsync and doveadm {report['jobs']} processes at once); "
+             f"{wire(report)}",
              f"{'tool':<10} {'full copy':>10} {'per mailbox':>12} {'CPU':>8} {'CPU/mailbox':>12} "
              f"{'peak RSS':>22} {'no-op':>8} {'per mailbox':>12}  fidelity"]
     for name, r in report["tools"].items():

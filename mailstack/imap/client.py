@@ -14,6 +14,7 @@ and what one command's answer may make the client hold is bounded
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 from dataclasses import dataclass
@@ -150,6 +151,24 @@ class _Answer:
     keep_literal: Callable[[int], str] | None = None  # "" to keep a literal of that size, or why not
 
 
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """The system's CAs, and ``cafile``'s besides: one context for every connection of a run (loading the system's
+    CAs anew cost each connection milliseconds of CPU: two per mailbox, thousands of mailboxes). A cafile written
+    again (another file, or the same changed) gets a context of its own."""
+    if not cafile:
+        return _tls_context(None, None)
+    found = os.stat(cafile)
+    return _tls_context(cafile, (found.st_ino, found.st_mtime_ns, found.st_size))
+
+
+@lru_cache(maxsize=8)
+def _tls_context(cafile: str | None, version: tuple[int, int, int] | None) -> ssl.SSLContext:  # version: a key only
+    context = ssl.create_default_context()
+    if cafile:
+        context.load_verify_locations(cafile)
+    return context
+
+
 class ImapConnection:
     """One logged-in (or about to be) IMAP session."""
 
@@ -176,11 +195,7 @@ class ImapConnection:
         against ``host`` (a host not yet in DNS, or reached on a private address).
         """
         where = where or f"{host}:{port}"
-        context = None
-        if tls:
-            context = ssl.create_default_context()  # the system's CAs, and cafile's besides
-            if cafile:
-                context.load_verify_locations(cafile)
+        context = tls_context(cafile) if tls else None
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(address or host, port, ssl=context, limit=READ_LIMIT,

@@ -21,13 +21,13 @@ import hashlib
 import json
 import poplib
 import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from mailstack.files import write_file
 from mailstack.imap import ImapError
+from mailstack.imap.client import tls_context
 from mailstack.imap.endpoint import Endpoint, login
 from mailstack.imap.wire import Literal, quote
 from mailstack.sync.accounts import Account
@@ -105,8 +105,7 @@ class _Pop3(poplib.POP3):
         raw = socket.create_connection((self._endpoint.address or self._endpoint.host, self.port), timeout)
         if not self._endpoint.tls:
             return raw
-        context = ssl.create_default_context(cafile=self._endpoint.cafile)
-        return context.wrap_socket(raw, server_hostname=self._endpoint.host)
+        return tls_context(self._endpoint.cafile).wrap_socket(raw, server_hostname=self._endpoint.host)
 
 
 def read_pop3(endpoint: Endpoint, user: str, password: str, known: dict[str, str]) -> list[PopMessage]:

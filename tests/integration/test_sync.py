@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mailstack.cli import app
 from mailstack.local.imapserver import DovecotImap, User
 from mailstack.sync.accounts import Account
+from mailstack.imap.client import tls_context
 from mailstack.imap.endpoint import Endpoint
 from mailstack.sync.engine import SyncOptions, run_sync
 from mailstack.sync.plan import FolderRules
@@ -193,6 +194,13 @@ def test_tls_to_both_servers_with_a_cafile(servers, tmp_path):
     same(old, new, "bob")
     (untrusted,) = sync(old, new, accounts("bob"), tmp_path, source=Endpoint("imaps", OLD, 993, None))
     assert not untrusted.in_sync and "certificate" in untrusted.error
+    # One TLS context serves every connection of a run, but a CA file written again is read again.
+    assert tls_context(str(bundle)) is tls_context(str(bundle))
+    first = tls_context(str(bundle))
+    bundle.write_text(new.cert.read_text())
+    assert tls_context(str(bundle)) is not first
+    (rewritten,) = sync(old, new, accounts("bob"), tmp_path, source=Endpoint("imaps", OLD, 993, str(bundle)))
+    assert not rewritten.in_sync and "certificate" in rewritten.error
 
 
 # ------------------------------------------------------------------ faults
