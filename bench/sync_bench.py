@@ -3,7 +3,7 @@
 One "old" Dovecot (127.0.6.1) gets a seeded corpus written straight into its
 Maildirs; each tool copies it to a fresh "new" Dovecot of its own
 (127.0.6.2 mailstack, .3 mbsync, .4 doveadm), 5 mailboxes at once, then runs
-again with nothing to do. Peak RSS is the tool's own processes (GNU time),
+again with nothing to do (five times: the median is kept). Peak RSS is the tool's own processes (GNU time),
 never the servers'. Fidelity compares what a client sees on both sides:
 folders, and per message its bytes digest, flags and internal date.
 Targets (10,000 messages): full copy <= 0.4 x mbsync's wall time, no-op re-sync <= mbsync's, CPU <= 1.1 s,
@@ -11,6 +11,7 @@ peak RSS < 100 MB. `mailstack` is always this checkout's code (PYTHONPATH set to
 
     .venv/bin/python bench/sync_bench.py [--small] [--users 5] [--messages 10000] [--megabytes 327] [--json]
     .venv/bin/python bench/sync_bench.py --anchor 30cb9a8   # also mailstack as of that revision (127.0.6.5)
+    .venv/bin/python bench/sync_bench.py --tls   # every tool over imaps (993), trusting the servers' certificates
     .venv/bin/python bench/sync_bench.py --scenario shards [--small]   # two shards (127.0.43.21 -> .22)
     .venv/bin/python bench/sync_bench.py --scenario large [--sizes 10000,50000,100000]   # 127.0.42.1 -> .2-.4
     .venv/bin/python bench/sync_bench.py --scenario many [--mailboxes 2000 --per-mailbox 20]  # 127.0.42.11 -> .12-.14
