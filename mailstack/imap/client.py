@@ -182,6 +182,7 @@ class ImapConnection:
         self.capabilities: set[str] = set()
         self._tag = 0
         self.selected: str | None = None
+        self._held = bytearray()  # commands written together with the next write (pipelined: one send for many)
 
     # ------------------------------------------------------------ session
 
@@ -271,13 +272,11 @@ class ImapConnection:
         """The personal namespace (prefix and delimiter)."""
         if "NAMESPACE" in self.capabilities:
             untagged, _ = await self.command(b"NAMESPACE", kinds=frozenset({"NAMESPACE"}))
-            for response in untagged:
-                tokens = response.tokens()
-                personal = tokens[0] if tokens else None
-                if isinstance(personal, list) and personal and isinstance(personal[0], list) and len(personal[0]) > 1:
-                    prefix, delimiter = personal[0][0], personal[0][1]
-                    if isinstance(prefix, (str, bytes)):
-                        return Namespace(wire.as_text(prefix), _delimiter(delimiter) or "/")
+            return _personal(untagged) or await self._namespace_by_list()
+        return await self._namespace_by_list()
+
+    async def _namespace_by_list(self) -> Namespace:
+        """No prefix, and the delimiter LIST "" "" gives (a server without NAMESPACE, or without a personal one)."""
         untagged, _ = await self.command(b"LIST", b'""', b'""', kinds=frozenset({"LIST"}))
         for response in untagged:
             tokens = response.tokens()
@@ -289,26 +288,34 @@ class ImapConnection:
         return await self._list(b"LIST")
 
     async def subscribed(self) -> set[str]:
-        """Names of subscribed folders (wire form).
+        """Names of subscribed folders (wire form; see :func:`_subscribed`)."""
+        return _subscribed(await self._list(b"LSUB"))
 
-        An LSUB entry marked ``\\Noselect`` (or ``\\NonExistent``) is the parent of a
-        subscribed folder, not itself subscribed (RFC 3501, 6.3.9).
-        """
-        return {folder.name for folder in await self._list(b"LSUB") if folder.selectable}
+    async def folders(self) -> tuple[Namespace, list[Folder], set[str]]:
+        """:meth:`namespace`, :meth:`list_folders` and :meth:`subscribed` at once: with NAMESPACE offered, the three
+        commands are pipelined (one round trip, one send). Their answers are told apart by kind, whichever
+        command's completion they arrive before."""
+        if "NAMESPACE" not in self.capabilities:
+            return await self.namespace(), await self.list_folders(), await self.subscribed()
+        found: dict[str, list[Untagged]] = {"NAMESPACE": [], "LIST": [], "LSUB": []}
+        asked = [(b"NAMESPACE",), (b"LIST", b'""', b'"*"'), (b"LSUB", b'""', b'"*"')]
+        tags = [await self._send(*command, what=command[0].decode(), hold=True) for command in asked]
+        await self._flush()
+        failed: list[CommandFailed] = []
+        for tag, command in zip(tags, asked):
+            try:  # every answer is read, a failed one too: the session stays in step
+                await self._complete(tag, what=command[0].decode(), kinds=frozenset(found),
+                                     each=lambda response: found[response.kind].append(response))
+            except CommandFailed as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+        namespace = _personal(found["NAMESPACE"]) or await self._namespace_by_list()
+        return namespace, _folders_of(found["LIST"]), _subscribed(_folders_of(found["LSUB"]))
 
     async def _list(self, verb: bytes) -> list[Folder]:
-        """The folders of a LIST or LSUB answer; an entry that is not one (no name, a name too large) is skipped."""
         untagged, _ = await self.command(verb, b'""', b'"*"', kinds=frozenset({verb.decode()}))
-        folders = []
-        for response in untagged:
-            tokens = response.tokens()
-            if len(tokens) < 3 or not isinstance(tokens[0], list) or not isinstance(tokens[2], (str, bytes)):
-                continue
-            if isinstance(tokens[2], wire.Unread) or not tokens[2]:
-                continue
-            folders.append(Folder(wire.as_text(tokens[2]), _delimiter(tokens[1]),
-                                  frozenset(a for a in tokens[0] if isinstance(a, str))))
-        return folders
+        return _folders_of(untagged)
 
     async def create(self, name: str) -> None:
         try:
@@ -355,7 +362,8 @@ class ImapConnection:
             except CommandFailed as exc:
                 found[name] = exc
                 continue
-            sent.append((name, await self._send(b"STATUS", argument, items, what="STATUS", folder=name)))
+            sent.append((name, await self._send(b"STATUS", argument, items, what="STATUS", folder=name, hold=True)))
+        await self._flush()
         for name, tag in sent:
             try:
                 await self._complete(tag, what="STATUS", folder=name, kinds=frozenset({"STATUS"}), each=take)
@@ -510,7 +518,9 @@ class ImapConnection:
                                 str(exc)) from None
         tags = []
         for flag_list, uids in lists:
-            tags.append(await self._send(b"UID STORE", wire.uid_set(uids).encode("ascii"), b"FLAGS.SILENT", flag_list))
+            tags.append(await self._send(b"UID STORE", wire.uid_set(uids).encode("ascii"), b"FLAGS.SILENT", flag_list,
+                                         hold=True))
+        await self._flush()
         for tag in tags:
             await self._complete(tag, what="UID STORE", folder=self.selected)
 
@@ -529,8 +539,13 @@ class ImapConnection:
         tag = await self._send(*args, what=what, folder=folder)
         return await self._complete(tag, what=what, folder=folder, kinds=kinds, each=each, keep_literal=keep_literal)
 
-    async def _send(self, *args: bytes | Literal, what: str = "command", folder: str | None = None) -> str:
-        """Write a command; literals are non-synchronising with LITERAL+, else wait for ``+``."""
+    async def _send(self, *args: bytes | Literal, what: str = "command", folder: str | None = None,
+                    hold: bool = False) -> str:
+        """Write a command; literals are non-synchronising with LITERAL+, else wait for ``+``.
+
+        ``hold``: the command is kept, and goes out with the next write (:meth:`_flush`), so that commands
+        pipelined together leave in one send, and the server is woken once for them.
+        """
         self._tag += 1
         tag = f"M{self._tag}"
         plus = "LITERAL+" in self.capabilities
@@ -545,24 +560,42 @@ class ImapConnection:
                             chunk += arg.data
                             if len(chunk) < _WRITE_AT:
                                 continue
-                            self._writer.write(chunk)  # not changed after: the next pieces go to a new one
+                            self._write(chunk)  # not changed after: the next pieces go to a new one
                         else:
-                            self._writer.write(bytes(chunk))
-                            self._writer.write(arg.data)
+                            self._write(bytes(chunk))
+                            self._write(arg.data)
                     else:
                         chunk += b"{%d}\r\n" % len(arg.data)
-                        self._writer.write(bytes(chunk))
+                        self._write(bytes(chunk))
                         await self._await_continuation(self._answer(what, folder))
-                        self._writer.write(arg.data)
+                        self._write(arg.data)
                     chunk = bytearray()
                 else:
                     chunk += arg
             chunk += b"\r\n"
-            self._writer.write(bytes(chunk))
+            if hold:
+                self._held += chunk
+                return tag
+            self._write(bytes(chunk))
             await self._writer.drain()
         except (OSError, ConnectionError) as exc:
             raise ConnectionLost(f"{self.where}: connection lost ({exc.__class__.__name__})") from None
         return tag
+
+    def _write(self, data: bytes | bytearray) -> None:
+        """Every write of a command: what :meth:`_send` held goes first."""
+        if self._held:
+            self._writer.write(bytes(self._held))
+            self._held.clear()
+        self._writer.write(data)
+
+    async def _flush(self) -> None:
+        """Send the commands held (see :meth:`_send`)."""
+        try:
+            self._write(b"")
+            await self._writer.drain()
+        except (OSError, ConnectionError) as exc:
+            raise ConnectionLost(f"{self.where}: connection lost ({exc.__class__.__name__})") from None
 
     def _answer(self, what: str, folder: str | None = None,
                 keep_literal: Callable[[int], str] | None = None) -> _Answer:
@@ -713,6 +746,38 @@ class _Fetched:
         for key in added:
             merged[key] = found[key]
         return bool(added)
+
+
+def _personal(untagged: list[Untagged]) -> Namespace | None:
+    """The personal namespace of a NAMESPACE answer, or None when it names none."""
+    for response in untagged:
+        tokens = response.tokens()
+        personal = tokens[0] if tokens else None
+        if isinstance(personal, list) and personal and isinstance(personal[0], list) and len(personal[0]) > 1:
+            prefix, delimiter = personal[0][0], personal[0][1]
+            if isinstance(prefix, (str, bytes)):
+                return Namespace(wire.as_text(prefix), _delimiter(delimiter) or "/")
+    return None
+
+
+def _folders_of(untagged: list[Untagged]) -> list[Folder]:
+    """The folders of a LIST or LSUB answer; an entry that is not one (no name, a name too large) is skipped."""
+    folders = []
+    for response in untagged:
+        tokens = response.tokens()
+        if len(tokens) < 3 or not isinstance(tokens[0], list) or not isinstance(tokens[2], (str, bytes)):
+            continue
+        if isinstance(tokens[2], wire.Unread) or not tokens[2]:
+            continue
+        folders.append(Folder(wire.as_text(tokens[2]), _delimiter(tokens[1]),
+                              frozenset(a for a in tokens[0] if isinstance(a, str))))
+    return folders
+
+
+def _subscribed(listed: list[Folder]) -> set[str]:
+    """Names of an LSUB answer's subscribed folders: an entry marked ``\\Noselect`` (or ``\\NonExistent``) is the
+    parent of a subscribed folder, not itself subscribed (RFC 3501, 6.3.9)."""
+    return {folder.name for folder in listed if folder.selectable}
 
 
 def _status_key(name: str) -> str:

@@ -281,7 +281,7 @@ class _MailboxRun:
     async def sync(self) -> None:
         src, tgt = self.src, self.tgt
         (source_ns, source_listed, source_subscribed), (target_ns, target_listed, target_subscribed) = \
-            await _both(_folders(src), _folders(tgt))  # both servers asked at once
+            await _both(src.folders(), tgt.folders())  # both servers asked at once
         source_folders = [f for f in source_listed if f.selectable]
         target_folders = {f.name for f in target_listed if f.selectable}
         naming = names.naming_for(target_ns.delimiter)
@@ -534,11 +534,6 @@ async def _both(first, second) -> list:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-async def _folders(connection: ImapConnection):
-    """(namespace, folders listed, names subscribed) of one session."""
-    return await connection.namespace(), await connection.list_folders(), await connection.subscribed()
 
 
 def _answered(status: FolderStatus | CommandFailed) -> FolderStatus:
