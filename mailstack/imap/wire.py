@@ -436,7 +436,10 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 def printable(text: str, limit: int | None = 300) -> str:
     """Text a server chose, made safe to show: unsafe characters as ``\\x1b``-style escapes, cut to ``limit``."""
     cut = text if limit is None else text[:limit]
-    shown = "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in cut)
+    # str.isprintable() is false for every unsafe category (and for spaces other than " "): most text is
+    # printable, and is then returned without a look at each character.
+    shown = cut if cut.isprintable() else "".join(
+        _escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in cut)
     return shown + ("..." if len(cut) < len(text) else "")
 
 

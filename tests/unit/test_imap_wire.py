@@ -4,6 +4,7 @@ written back (flags, strings, dates), and the bounds on what a server's answer m
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -365,6 +366,19 @@ def test_server_text_in_errors_is_printable():
     with pytest.raises(NoSuchFolder) as failure:
         answer(lambda: session(stream).select("Evil"))
     assert "\x1b" not in str(failure.value) and "\\x1b]0;pwned\\x07\\x1b[2Jgone" in str(failure.value)
+
+
+@given(st.text(alphabet=st.characters(), max_size=40))
+def test_printable_escapes_exactly_the_unsafe_characters(text):
+    """Its fast path (text Python calls printable, returned as it is) gives what a look at each character gives."""
+    unsafe = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+    def escaped(c: str) -> str:
+        code = ord(c)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    expected = "".join(escaped(c) if unicodedata.category(c) in unsafe else c for c in text)
+    assert printable(text, None) == expected
 
 
 def test_a_folder_name_imap_cannot_carry_fails_that_command_only():
