@@ -7,6 +7,8 @@ import base64
 
 def encode(name: str) -> str:
     """Unicode mailbox name -> modified UTF-7 as sent on the wire."""
+    if name.isascii() and name.isprintable() and "&" not in name:  # most names: sent as they are
+        return name
     out: list[str] = []
     pending: list[str] = []
 
