@@ -62,7 +62,9 @@ def test_a_small_rehearsal_passes_every_step_and_loses_nothing(ready):
 
 
 def test_an_interrupted_rehearsal_leaves_nothing_running(ready):
-    process = subprocess.Popen([*MAILSTACK, "rehearse", "-s", "dev", "--messages", "1000"], cwd=PROJECT,
+    # Enough mail that the sync is still copying when the interrupt comes (1,000 took 1 s: a busy machine could
+    # let it end first).
+    process = subprocess.Popen([*MAILSTACK, "rehearse", "-s", "dev", "--messages", "2500"], cwd=PROJECT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
     try:
