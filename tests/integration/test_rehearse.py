@@ -63,9 +63,11 @@ def test_a_small_rehearsal_passes_every_step_and_loses_nothing(ready):
 
 def test_an_interrupted_rehearsal_leaves_nothing_running(ready):
     # Enough mail that the sync is still copying when the interrupt comes (1,000 took 1 s: a busy machine could
-    # let it end first).
+    # let it end first). SIGINT as an operator's Ctrl-C delivers it, whatever started the tests: a shell's
+    # background job, say, ignores it, and the rehearsal would inherit that.
     process = subprocess.Popen([*MAILSTACK, "rehearse", "-s", "dev", "--messages", "2500"], cwd=PROJECT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     try:
         for line in process.stderr:
