@@ -232,7 +232,7 @@ def tool_commands(name: str, users: list[User], work: Path, old: DovecotImap, ne
     tool trusting the two servers' certificates (a bundle of them written beside ``new``'s)."""
     cafile = None
     if tls:  # in the new server's directory: doveadm's dsync reads it as the mail user
-        cafile = new.root / f"servers-ca-{len(users)}-{work.name}.pem"
+        cafile = new.root / f"servers-ca-{work.name}.pem"  # work: one directory per tool (and per user: large)
         cafile.write_text(old.cert.read_text() + new.cert.read_text())
         cafile.chmod(0o644)
     if name == "mailstack":
@@ -297,13 +297,13 @@ def fidelity(source: dict, target: dict) -> dict:
     missing = extra = 0
     aspects = Counter()
     folders_missing, folders_extra, subscriptions = [], [], 0
-    refused = [f"{user}:{folder} ({words})" for user, snap in target.items() for folder, words in snap.refused().items()]
+    refused = [f"{user}:{folder} ({words})" for user, snap in target.items() for folder, words in snap.refused.items()]
     for user, snap in source.items():
         theirs = target[user]
         folders_missing += [f"{user}:{f}" for f in snap.folders.keys() - theirs.folders.keys()]
         folders_extra += [f"{user}:{f}" for f in theirs.folders.keys() - snap.folders.keys()]
         subscriptions += snap.subscribed != theirs.subscribed
-        for folder in (snap.folders.keys() | theirs.folders.keys()) - theirs.refused().keys():
+        for folder in (snap.folders.keys() | theirs.folders.keys()) - theirs.refused.keys():
             a, b = snap.folders.get(folder, Counter()), theirs.folders.get(folder, Counter())
             missing += sum((a - b).values())
             extra += sum((b - a).values())

@@ -263,17 +263,12 @@ class Snapshot:
 
     folders: dict[str, Counter]
     subscribed: frozenset[str]
+    # Folders listed as selectable whose SELECT the server refused: {folder: its words}. Each is also in
+    # ``folders`` with one entry saying so, so that two snapshots compared by their folders differ.
+    refused: dict[str, str] = field(default_factory=dict)
 
     def message_count(self) -> int:
         return sum(sum(c.values()) for c in self.folders.values())
-
-    def refused(self) -> dict[str, str]:
-        """Folders listed as selectable whose SELECT the server refused: {folder: its words}."""
-        return {name: key[0][len(REFUSED):] for name, messages in self.folders.items() for key in messages
-                if isinstance(key[0], str) and key[0].startswith(REFUSED)}
-
-
-REFUSED = "SELECT refused: "  # the one entry of a folder that could not be read (never a digest: those are hex)
 
 
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"(?P<sep>[^"]*)"|NIL) (?P<name>.*)$')
@@ -314,14 +309,16 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
     from mailstack.imap.wire import internaldate_epoch
 
     folders: dict[str, Counter] = {}
+    refused: dict[str, str] = {}
     for name, selectable in _folder_names(client, "list"):
         if not selectable:
             continue
+        folder = _normal(name, prefix, separator)
         typ, data = client.select('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', readonly=True)
         messages: Counter = Counter()
         if typ != "OK":  # listed as selectable, yet refused: a difference of its own, never an empty folder
-            messages[(REFUSED + b" ".join(d for d in data if d).decode(errors="replace"), frozenset(), 0)] += 1
-            folders[_normal(name, prefix, separator)] = messages
+            refused[folder] = b" ".join(d for d in data if d).decode(errors="replace")
+            folders[folder] = Counter({(f"SELECT refused: {refused[folder]}", frozenset(), 0): 1})
             continue
         typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
         for item in data:
@@ -330,11 +327,11 @@ def _snapshot(client: imaplib.IMAP4, prefix: str, separator: str) -> Snapshot:
                 match = _FETCH_HEAD.search(head)
                 flags = frozenset(f for f in match.group("flags").decode().split() if f != "\\Recent")
                 messages[(hashlib.sha256(body).hexdigest(), flags, internaldate_epoch(match.group("date").decode()))] += 1
-        folders[_normal(name, prefix, separator)] = messages
+        folders[folder] = messages
     # An LSUB entry marked \Noselect is a parent of a subscribed folder, not a subscription (RFC 3501, 6.3.9).
     subscribed = frozenset(_normal(name, prefix, separator) for name, selectable in _folder_names(client, "lsub")
                            if selectable)
-    return Snapshot(folders, subscribed)
+    return Snapshot(folders, subscribed, refused)
 
 
 _CONFIG = """\

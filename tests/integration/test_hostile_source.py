@@ -373,6 +373,6 @@ def test_a_snapshot_shows_a_folder_listed_then_refused_as_a_difference_not_a_cra
     finally:
         client.logout()
     assert snapshot.folders["Gone"] == Counter({("SELECT refused: it is gone", frozenset(), 0): 1})
-    assert snapshot.refused() == {"Gone": "it is gone"}
+    assert snapshot.refused == {"Gone": "it is gone"}
     assert snapshot.folders["INBOX"] == Counter(
         {(hashlib.sha256(mail(1)).hexdigest(), frozenset({"\\Seen"}), internaldate_epoch(DATE)): 1})

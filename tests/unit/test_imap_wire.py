@@ -464,9 +464,11 @@ def test_namespace_list_and_lsub_leave_in_one_write_and_answers_out_of_turn_are_
               b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'
               b'* LSUB (\\Noselect) "/" "Archive"\r\n'
               b'M2 OK LIST done\r\nM3 OK LSUB done\r\n')
+
     async def go():
         connection, writer = pipelined(stream, {"IMAP4REV1", "NAMESPACE"})
         return await connection.folders(), writer
+
     (namespace, folders, subscribed), writer = answer(go)
     assert writer.writes == [b'M1 NAMESPACE\r\nM2 LIST "" "*"\r\nM3 LSUB "" "*"\r\n']
     assert (namespace.prefix, namespace.delimiter) == ("", "/")
@@ -477,20 +479,24 @@ def test_namespace_list_and_lsub_leave_in_one_write_and_answers_out_of_turn_are_
 def test_a_pipelined_command_refused_fails_after_every_answer_is_read_so_the_session_stays_in_step():
     stream = (b'M1 NO [SERVERBUG] no namespace today\r\n* LIST () "/" "INBOX"\r\nM2 OK\r\nM3 OK\r\n'
               b'* CAPABILITY IMAP4rev1 NAMESPACE\r\nM4 OK\r\n')
+
     async def go():
         connection, _ = pipelined(stream, {"IMAP4REV1", "NAMESPACE"})
         with pytest.raises(CommandFailed, match="no namespace today"):
             await connection.folders()
         return await connection.capability()  # read right after: M4's answer, not a leftover of M2 or M3
+
     assert answer(go) == {"IMAP4REV1", "NAMESPACE"}
 
 
 def test_the_status_of_every_folder_leaves_in_one_write():
     stream = (b'* STATUS INBOX (UIDVALIDITY 1 UIDNEXT 5 MESSAGES 4)\r\nM1 OK\r\n'
               b'* STATUS Sent (UIDVALIDITY 2 UIDNEXT 3 MESSAGES 2)\r\nM2 OK\r\n')
+
     async def go():
         connection, writer = pipelined(stream, {"IMAP4REV1"})
         return await connection.statuses(["INBOX", "Sent"]), writer
+
     statuses, writer = answer(go)
     assert len(writer.writes) == 1 and writer.writes[0].count(b" STATUS ") == 2
     assert (statuses["INBOX"].uidnext, statuses["Sent"].messages) == (5, 2)
