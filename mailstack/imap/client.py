@@ -340,7 +340,8 @@ class ImapConnection:
         (a :class:`NoSuchFolder`...) its STATUS ended with: one folder's
         failure never stops the others. Answers are matched by the folder
         they name, so a server that answers out of order is read right. A lost
-        connection raises.
+        connection raises. A name that must go as a synchronising literal (no
+        LITERAL+) is asked after the others, alone.
         """
         items = self._status_items()
         wanted = {_status_key(name): name for name in names}
@@ -356,11 +357,17 @@ class ImapConnection:
 
         found: dict[str, FolderStatus | CommandFailed] = {}
         sent: list[tuple[str, str]] = []
+        waiting: list[tuple[str, Literal]] = []
         for name in names:
             try:
                 argument = _name(self.where, name)
             except CommandFailed as exc:
                 found[name] = exc
+                continue
+            if isinstance(argument, Literal) and "LITERAL+" not in self.capabilities:
+                # A synchronising literal waits for the server's "+", which comes after the answers to the
+                # commands before it: asked alone, once those are read.
+                waiting.append((name, argument))
                 continue
             sent.append((name, await self._send(b"STATUS", argument, items, what="STATUS", folder=name, hold=True)))
         await self._flush()
@@ -369,7 +376,13 @@ class ImapConnection:
                 await self._complete(tag, what="STATUS", folder=name, kinds=frozenset({"STATUS"}), each=take)
             except CommandFailed as exc:
                 found[name] = exc
-        for name, _ in sent:
+        for name, argument in waiting:
+            try:
+                await self.command(b"STATUS", argument, items, what="STATUS", folder=name,
+                                   kinds=frozenset({"STATUS"}), each=take)
+            except CommandFailed as exc:
+                found[name] = exc
+        for name in names:
             if name not in found:
                 found[name] = got.get(name) or CommandFailed(f"{self.where}: no STATUS for folder {name!r}")
         return {name: found[name] for name in names}

@@ -500,3 +500,21 @@ def test_the_status_of_every_folder_leaves_in_one_write():
     statuses, writer = answer(go)
     assert len(writer.writes) == 1 and writer.writes[0].count(b" STATUS ") == 2
     assert (statuses["INBOX"].uidnext, statuses["Sent"].messages) == (5, 2)
+
+
+def test_a_folder_name_sent_as_a_literal_to_a_server_without_literal_plus_is_asked_after_the_pipelined_ones():
+    name = "Ünterlagen"  # 8-bit: a literal, which without LITERAL+ waits for the server's "+"
+    raw = name.encode()
+    stream = (b'* STATUS INBOX (UIDVALIDITY 1 UIDNEXT 5 MESSAGES 4)\r\nM1 OK\r\n'
+              b'* STATUS Sent (UIDVALIDITY 2 UIDNEXT 3 MESSAGES 2)\r\nM2 OK\r\n'
+              b'+ go on\r\n'
+              b'* STATUS {%d}\r\n%s (UIDVALIDITY 3 UIDNEXT 8 MESSAGES 7)\r\nM3 OK\r\n' % (len(raw), raw))
+
+    async def go():
+        connection, writer = pipelined(stream, {"IMAP4REV1"})
+        return await connection.statuses(["INBOX", name, "Sent"]), writer
+
+    statuses, writer = answer(go)
+    assert {n: s.messages for n, s in statuses.items()} == {"INBOX": 4, name: 7, "Sent": 2}
+    assert writer.writes[0] == b'M1 STATUS "INBOX" (UIDVALIDITY UIDNEXT MESSAGES)\r\nM2 STATUS "Sent" (UIDVALIDITY UIDNEXT MESSAGES)\r\n'
+    assert b"".join(writer.writes[1:]) == b"M3 STATUS {%d}\r\n%s (UIDVALIDITY UIDNEXT MESSAGES)\r\n" % (len(raw), raw)
