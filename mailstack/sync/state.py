@@ -1,7 +1,7 @@
 """What earlier runs copied, per mailbox pair: a small SQLite file, committed after every batch.
 
-It holds folder names, UIDs, flags, and the size and SHA-256 digest of each
-message as received, never a credential. It is private all the same (folder
+It holds folder names, UIDs, flags, and the size of each message as
+received, never a credential. It is private all the same (folder
 names say much): files 0600 in 0700 directories. Losing it costs time, not
 correctness: messages already on the target are recognised by their
 fingerprint and not copied again.
@@ -27,13 +27,13 @@ CREATE TABLE IF NOT EXISTS folders (
   done_messages INTEGER, done_target_validity INTEGER, done_target_next INTEGER, done_target_messages INTEGER,
   done_target_modseq INTEGER);
 CREATE TABLE IF NOT EXISTS messages (
-  source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, size INTEGER, digest TEXT,
+  source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, size INTEGER,
   PRIMARY KEY (source, source_uid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unpaired (
   source TEXT, target_uid INTEGER, PRIMARY KEY (source, target_uid)) WITHOUT ROWID;
 """
 # Columns a state file of an earlier version lacks, added when it is opened.
-_ADDED = {"messages": (("size", "INTEGER"), ("digest", "TEXT")),
+_ADDED = {"messages": (("size", "INTEGER"),),
           "folders": tuple((c, "INTEGER") for c in ("done_messages", "done_target_validity", "done_target_next",
                                                     "done_target_messages", "done_target_modseq"))}
 _FOLDER = ("source_uidvalidity, target_uidvalidity, target_seen, done_validity, done_next, done_modseq, done_since, "
@@ -116,22 +116,22 @@ class SyncState:
         self.save(folder, state)
 
     def record(self, folder: str, state: FolderState, pairs: Iterable[tuple[int, int, frozenset[str]]],
-               received: Mapping[int, tuple[int, str]] | None = None) -> None:
+               received: Mapping[int, int] | None = None) -> None:
         """Remember copied (or recognised, or re-flagged) messages, in memory and on disk, in one commit.
 
-        ``received`` gives, per source UID, the size and SHA-256 of the bytes
-        copied; a message recorded again without it keeps what it had.
+        ``received`` gives, per source UID, the size of the bytes copied; a
+        message recorded again without it keeps what it had.
         """
         received = received or {}
         rows = []
         for source_uid, target_uid, flags in pairs:
             state.synced[source_uid] = (target_uid, flags)
             state.target_seen = max(state.target_seen, target_uid)
-            rows.append((folder, source_uid, target_uid, _text(flags), *received.get(source_uid, (None, None))))
+            rows.append((folder, source_uid, target_uid, _text(flags), received.get(source_uid)))
         self._db.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, source_uid) DO UPDATE SET "
-            "target_uid = excluded.target_uid, flags = excluded.flags, size = coalesce(excluded.size, size), "
-            "digest = coalesce(excluded.digest, digest)", rows)
+            "INSERT INTO messages (source, source_uid, target_uid, flags, size) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, source_uid) DO UPDATE SET target_uid = excluded.target_uid, "
+            "flags = excluded.flags, size = coalesce(excluded.size, size)", rows)
         self.save(folder, state)
 
     def _flags(self, text: str) -> frozenset[str]:
@@ -141,10 +141,9 @@ class SyncState:
             flags = self._flag_sets[text] = frozenset(text.split()) if text else frozenset()
         return flags
 
-    def received(self, folder: str) -> dict[int, tuple[int | None, str | None]]:
-        """Per source UID of a folder: the size and SHA-256 digest of the bytes copied (None when not known)."""
-        return {uid: (size, digest) for uid, size, digest in self._db.execute(
-            "SELECT source_uid, size, digest FROM messages WHERE source = ?", (folder,))}
+    def received(self, folder: str) -> dict[int, int | None]:
+        """Per source UID of a folder: the size of the bytes copied (None when not known)."""
+        return dict(self._db.execute("SELECT source_uid, size FROM messages WHERE source = ?", (folder,)))
 
 
 @lru_cache(maxsize=1024)
