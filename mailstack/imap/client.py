@@ -183,6 +183,8 @@ class ImapConnection:
         self._tag = 0
         self.selected: str | None = None
         self._held = bytearray()  # commands written together with the next write (pipelined: one send for many)
+        self._unanswered: set[str] = set()  # tags sent whose completion has not been read
+        self._early: dict[str, Tagged] = {}  # completions read ahead of their turn (a server may answer out of order)
 
     # ------------------------------------------------------------ session
 
@@ -561,6 +563,7 @@ class ImapConnection:
         """
         self._tag += 1
         tag = f"M{self._tag}"
+        self._unanswered.add(tag)
         plus = "LITERAL+" in self.capabilities
         chunk = bytearray(tag.encode())
         try:
@@ -631,13 +634,19 @@ class ImapConnection:
                         keep_literal: Callable[[int], str] | None = None) -> tuple[list[Untagged], Tagged]:
         answer = self._answer(what, folder, keep_literal)
         untagged: list[Untagged] = []
-        while True:
+        completion = self._early.pop(tag, None)
+        while completion is None:
             parts = await self._read_parts(answer)
             response = wire.classify(parts)
-            if isinstance(response, Tagged) and wire.tag_of(parts) == tag:
-                if not response.ok:
-                    raise _failure(self.where, what, folder, response)
-                return untagged, response
+            if isinstance(response, Tagged):
+                completed = wire.tag_of(parts)
+                if completed == tag:
+                    completion = response
+                    break
+                if completed in self._unanswered:  # a command pipelined after this one, answered first
+                    self._unanswered.discard(completed)
+                    self._early[completed] = response
+                    continue
             if isinstance(response, Untagged) and response.kind == "BYE" and what != "LOGOUT":
                 raise ConnectionLost(f"{self.where}: server closed the session: {_said(response.text())}")
             useful = isinstance(response, Untagged) and response.kind in kinds
@@ -646,6 +655,10 @@ class ImapConnection:
             elif useful:
                 untagged.append(response)
             self._counted(answer, response, useful)
+        self._unanswered.discard(tag)
+        if not completion.ok:
+            raise _failure(self.where, what, folder, completion)
+        return untagged, completion
 
     def _counted(self, answer: _Answer, response: Untagged | Tagged | None, useful: bool = False) -> None:
         """Count a response that does not complete the command.

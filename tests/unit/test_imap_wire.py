@@ -518,3 +518,30 @@ def test_a_folder_name_sent_as_a_literal_to_a_server_without_literal_plus_is_ask
     assert {n: s.messages for n, s in statuses.items()} == {"INBOX": 4, name: 7, "Sent": 2}
     assert writer.writes[0] == b'M1 STATUS "INBOX" (UIDVALIDITY UIDNEXT MESSAGES)\r\nM2 STATUS "Sent" (UIDVALIDITY UIDNEXT MESSAGES)\r\n'
     assert b"".join(writer.writes[1:]) == b"M3 STATUS {%d}\r\n%s (UIDVALIDITY UIDNEXT MESSAGES)\r\n" % (len(raw), raw)
+
+
+def test_pipelined_commands_answered_out_of_order_each_get_their_own_completion():
+    stream = (b'* STATUS Sent (UIDVALIDITY 2 UIDNEXT 3 MESSAGES 2)\r\nM2 OK\r\n'   # the second, answered first
+              b'* STATUS INBOX (UIDVALIDITY 1 UIDNEXT 5 MESSAGES 4)\r\nM1 OK\r\n'
+              b'* CAPABILITY IMAP4rev1\r\nM3 OK\r\n')
+
+    async def go():
+        connection, _ = pipelined(stream, {"IMAP4REV1"})
+        return await connection.statuses(["INBOX", "Sent"]), await connection.capability()
+
+    statuses, capabilities = answer(go)
+    assert {n: s.messages for n, s in statuses.items()} == {"INBOX": 4, "Sent": 2}
+    assert capabilities == {"IMAP4REV1"}
+
+
+def test_a_pipelined_command_refused_out_of_order_fails_alone():
+    stream = (b'M2 NO [NONEXISTENT] no such folder\r\n'
+              b'* STATUS INBOX (UIDVALIDITY 1 UIDNEXT 5 MESSAGES 4)\r\nM1 OK\r\n')
+
+    async def go():
+        connection, _ = pipelined(stream, {"IMAP4REV1"})
+        return await connection.statuses(["INBOX", "Gone"])
+
+    statuses = answer(go)
+    assert statuses["INBOX"].messages == 4
+    assert isinstance(statuses["Gone"], CommandFailed) and "no such folder" in str(statuses["Gone"])
