@@ -390,8 +390,8 @@ class BackupOptions:
     fmt: str = "maildir"
     rules: FolderRules = FolderRules()
     jobs: int = 4
-    batch_bytes: int = 2 * 1024 * 1024
-    batch_count: int = 250
+    batch_bytes: int = plan.BATCH_BYTES
+    batch_count: int = plan.BATCH_COUNT
     timeout: float = 120.0
     max_message_bytes: int = Limits.max_literal  # a larger message is reported, not saved
     deadline: float | None = None  # seconds for the whole run

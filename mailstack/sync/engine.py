@@ -52,9 +52,9 @@ class SyncOptions:
     since: date | None = None
     dry_run: bool = False
     jobs: int = 4
-    batch_bytes: int = 2 * 1024 * 1024
+    batch_bytes: int = plan.BATCH_BYTES
     memory_bytes: int = 12 * 1024 * 1024  # message bytes held at once, over all mailboxes
-    batch_count: int = 250
+    batch_count: int = plan.BATCH_COUNT
     retries: int = 3
     timeout: float = 120.0
     max_message_bytes: int = Limits.max_literal  # a larger message is reported, not copied

@@ -245,7 +245,7 @@ def _pst_sources(files: Sequence[Path], folder: str, scratch: Path) -> list[Sour
 
 
 def run_import(files: Sequence[Path], kind: str, server: Endpoint, user: str, password: str, folder: str, *,
-               batch_bytes: int = 2 * 1024 * 1024, batch_count: int = 250,
+               batch_bytes: int = plan.BATCH_BYTES, batch_count: int = plan.BATCH_COUNT,
                timeout: float = 120.0) -> list[ImportResult]:
     """Import mbox or PST files into ``folder`` of ``user``'s mailbox; one result per input folder.
 

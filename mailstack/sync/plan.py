@@ -243,22 +243,38 @@ def group_by_flags(changes: Mapping[int, frozenset[str]], state: FolderState) ->
     return dict(groups)
 
 
+# A batch of messages (one UID FETCH, one MULTIAPPEND) holds at most this many bytes, or one larger message...
+BATCH_BYTES = 2 * 1024 * 1024
+# ...and at most this many messages: small messages go in large batches, because the new server pays for each
+# append transaction (Dovecot scans a Maildir folder again for each: 100,000 messages of 2 KB took 70 s into
+# one folder in batches of 250, 55 s in batches of 1,000, and the time per 10,000 no longer grew with the folder).
+BATCH_COUNT = 1000
+# UID ranges in one batch (its UID FETCH names them): at most 250 keeps the command line far under the 8,192
+# octets servers are asked to take (RFC 7162, section 4), however sparse the UIDs.
+MAX_RUNS = 250
+
+
 def batches(messages: Sequence[Listed], *, max_bytes: int, max_count: int) -> list[list[Listed]]:
-    """Messages grouped so a batch holds at most ``max_bytes`` (or one larger message) and ``max_count``.
+    """Messages grouped so a batch holds at most ``max_bytes`` (or one larger message), ``max_count`` messages
+    and :data:`MAX_RUNS` ranges of UIDs.
 
     Bounds memory: at most a few batches are held at once, however large the folder.
     """
-    return [list(messages[start:end]) for start, end in _groups([m.size for m in messages], max_bytes, max_count)]
+    groups = _groups([m.size for m in messages], [m.uid for m in messages], max_bytes, max_count)
+    return [list(messages[start:end]) for start, end in groups]
 
 
-def _groups(sizes: Sequence[int], max_bytes: int, max_count: int) -> Iterator[tuple[int, int]]:
+def _groups(sizes: Sequence[int], uids: Sequence[int], max_bytes: int, max_count: int) -> Iterator[tuple[int, int]]:
     """(start, end) of each batch of :func:`batches`, in order, as they are asked for."""
-    start, size = 0, 0
+    start, size, runs = 0, 0, 0
     for index, message_size in enumerate(sizes):
-        if index > start and (size + message_size > max_bytes or index - start >= max_count):
+        gap = index == start or uids[index] != uids[index - 1] + 1
+        if index > start and (size + message_size > max_bytes or index - start >= max_count
+                              or gap and runs >= MAX_RUNS):
             yield start, index
-            start, size = index, 0
+            start, size, runs, gap = index, 0, 0, True
         size += message_size
+        runs += gap
     if start < len(sizes):
         yield start, len(sizes)
 
@@ -294,7 +310,7 @@ class Pending:
     def batches(self, *, max_bytes: int, max_count: int) -> Iterator[tuple[list[int], int, dict]]:
         """The UIDs of each batch (grouped as :func:`batches` groups), the bytes announced for it and
         {uid: (flags, internal date)} as listed, made as they are asked for."""
-        for start, end in _groups(self.sizes, max_bytes, max_count):
+        for start, end in _groups(self.sizes, self.uids, max_bytes, max_count):
             uids = list(self.uids[start:end])
             yield uids, sum(self.sizes[start:end]), dict(zip(uids, zip(self.flags[start:end], self.dates[start:end])))
 

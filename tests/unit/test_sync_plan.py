@@ -123,6 +123,28 @@ def test_batches_bound_bytes_and_count_and_keep_a_large_message_alone():
     assert [[m.uid for m in g] for g in groups] == [[1, 2], [3], [4], [5, 6], [7]]
 
 
+def test_a_batch_names_at_most_max_runs_ranges_of_uids_so_its_command_line_stays_short():
+    first = 4_000_000_001  # ten digits, as large as UIDs are (32 bits)
+    sparse = [listed(uid, size=10) for uid in range(first, first + 4 * plan.MAX_RUNS, 2)]  # every other UID
+    groups = plan.batches(sparse, max_bytes=10**9, max_count=10**6)
+    assert [len(g) for g in groups] == [plan.MAX_RUNS, plan.MAX_RUNS]
+    assert all(len(uid_set(m.uid for m in g)) < 8192 - 100 for g in groups)
+    contiguous = [listed(uid, size=10) for uid in range(1, 3001)]  # one range: only the count bounds it
+    assert [len(g) for g in plan.batches(contiguous, max_bytes=10**9, max_count=1000)] == [1000, 1000, 1000]
+
+
+def test_uid_ranges_are_counted_afresh_in_a_batch_that_starts_inside_a_range(monkeypatch):
+    monkeypatch.setattr(plan, "MAX_RUNS", 2)
+    messages = [listed(uid, size=size) for uid, size in [(1, 10), (2, 10), (3, 10), (5, 1), (6, 1), (8, 1), (10, 1)]]
+    groups = plan.batches(messages, max_bytes=20, max_count=100)  # the bytes cut between UIDs 2 and 3
+    assert [[m.uid for m in g] for g in groups] == [[1, 2], [3, 5, 6], [8, 10]]
+    assert runs_of(groups) == [1, 2, 2]
+
+
+def runs_of(groups) -> list[int]:
+    return [len(uid_set(m.uid for m in g).split(",")) for g in groups]
+
+
 def test_pending_messages_are_batched_as_listed_ones_and_held_in_16_bytes_each_with_their_metadata_as_listed():
     flags = [frozenset(), frozenset({"\\Seen"}), frozenset({"$Label1", "\\Seen"})]
     messages = [listed(n, size=s, flags=flags[n % 3], date_=f"0{n}-Jan-2020 10:00:00 +0900")
