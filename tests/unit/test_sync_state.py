@@ -21,12 +21,17 @@ def test_state_files_are_0600_in_0700_directories(tmp_path: Path):
     assert made and all(p.stat().st_mode & 0o777 == 0o600 for p in made), [(p.name, oct(p.stat().st_mode)) for p in made]
 
 
-def test_a_state_file_of_an_earlier_version_is_made_private_and_gains_the_received_columns(tmp_path: Path):
-    path = tmp_path / "old.sqlite"
+def earlier_version(path: Path, columns: str, row: str) -> Path:
+    """A state file as an earlier version made it: its messages table with ``columns`` besides the first four,
+    holding ``row``."""
     with sqlite3.connect(path) as db:
-        db.executescript("CREATE TABLE messages (source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, "
-                         "PRIMARY KEY (source, source_uid)) WITHOUT ROWID;"
-                         "INSERT INTO messages VALUES ('INBOX', 1, 10, '\\Seen');")
+        db.executescript(f"CREATE TABLE messages (source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, "
+                         f"{columns}PRIMARY KEY (source, source_uid)) WITHOUT ROWID; INSERT INTO messages VALUES ({row});")
+    return path
+
+
+def test_a_state_file_of_an_earlier_version_is_made_private_and_gains_the_received_columns(tmp_path: Path):
+    path = earlier_version(tmp_path / "old.sqlite", "", "'INBOX', 1, 10, '\\Seen'")
     path.chmod(0o644)
     state = SyncState(path)
     assert path.stat().st_mode & 0o777 == 0o600
@@ -35,11 +40,8 @@ def test_a_state_file_of_an_earlier_version_is_made_private_and_gains_the_receiv
 
 
 def test_a_state_file_that_kept_digests_is_still_written_and_read(tmp_path: Path):
-    path = tmp_path / "digests.sqlite"
-    with sqlite3.connect(path) as db:
-        db.executescript("CREATE TABLE messages (source TEXT, source_uid INTEGER, target_uid INTEGER, flags TEXT, "
-                         "size INTEGER, digest TEXT, PRIMARY KEY (source, source_uid)) WITHOUT ROWID;"
-                         "INSERT INTO messages VALUES ('INBOX', 1, 10, '\\Seen', 20, 'ab12');")
+    path = earlier_version(tmp_path / "digests.sqlite", "size INTEGER, digest TEXT, ",
+                           "'INBOX', 1, 10, '\\Seen', 20, 'ab12'")
     state = SyncState(path)
     state.record("INBOX", FolderState(1, 1), [(1, 10, frozenset()), (2, 11, frozenset())], {2: 30})
     assert state.received("INBOX") == {1: 20, 2: 30}
