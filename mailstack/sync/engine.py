@@ -394,8 +394,10 @@ class _MailboxRun:
             result.flag_updates = len(changes)
         if options.verify:
             await self.verify_flags(folder, state, listed, result)
-        if not result.errors:  # of the target's values only its UIDVALIDITY is compared later: this run's writes
-            state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)  # did not move it
+        if not result.errors:
+            # The target's STATUS from before this run's writes will do: of its values only UIDVALIDITY is compared
+            # later (plan.why_look), and writing does not move it.
+            state.complete = plan.FolderMark(source_status, target_status, self.since_epoch)
         self.state.save(folder.source, state)
 
     async def verify_flags(self, folder: FolderPlan, state: FolderState, listed: list[Listed],
